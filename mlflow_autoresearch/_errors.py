@@ -1,0 +1,42 @@
+"""The plugin's error hierarchy.
+
+A trial's failure is data (an :class:`~mlflow_autoresearch.outcome.Outcome`),
+never one of these.  These are raised for bad input and for bugs or faults
+of the harness itself.
+"""
+
+from __future__ import annotations
+
+
+class AutoresearchError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(AutoresearchError):
+    """Bad input from the user: a recipe, a flag, a proposal.  Exit code 2."""
+
+    exit_code = 2
+
+
+class RecipeError(UsageError):
+    """A recipe folder or ``recipe.yaml`` that cannot be used."""
+
+
+class ProposalError(UsageError):
+    """A proposal whose edits cannot be applied (refused before anything runs)."""
+
+
+class HarnessError(AutoresearchError):
+    """The evaluator or the loop itself failed; not the trial's fault."""
+
+
+class StoreError(AutoresearchError):
+    """The lineage store refused or failed an operation."""
+
+
+class PermissionDenied(StoreError):
+    """The tracking server refused a write: the user lacks permission."""
+
+    exit_code = 2

@@ -1,0 +1,100 @@
+"""Library functions behind the CLI commands and the MLproject entry points."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow_autoresearch import schema as S
+from mlflow_autoresearch._errors import UsageError
+from mlflow_autoresearch.lineage import Lineage, MlflowStore, TrialRecord, query_trial
+from mlflow_autoresearch.recipe import Recipe, load_recipe
+from mlflow_autoresearch.settings import tracking_uri as resolve_uri
+from mlflow_autoresearch.trial import create_trial, evaluate_folder, evaluate_trial, recipe_of
+
+logger = logging.getLogger(__name__)
+
+
+def _recipe(recipe_dir: Path | None, profile: str | None) -> Recipe:
+    if recipe_dir is None:
+        raise UsageError("--recipe is required: the folder that holds recipe.yaml (e.g. recipes/digits-speedrun)")
+    return load_recipe(recipe_dir, profile)
+
+
+def open_store(recipe: Recipe, experiment: str | None, tracking_uri: str | None) -> MlflowStore:
+    return MlflowStore(experiment or recipe.name, resolve_uri(tracking_uri))
+
+
+def evaluate_command(
+    *,
+    recipe_dir: Path | None,
+    code: Path | None,
+    trial_id: str | None,
+    profile: str | None,
+    experiment: str | None,
+    tracking_uri: str | None,
+    seeds: int | None,
+    gpu: str | None,
+    progress: Callable[[str], None] | None = None,
+) -> TrialRecord:
+    """Score code as a new trial, or (re-)score an existing trial by run id."""
+    extra_env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu else None
+    if trial_id is None:
+        recipe = _recipe(recipe_dir, profile)
+        store = open_store(recipe, experiment, tracking_uri)
+        rec = evaluate_folder(store, recipe, code, profile=profile, seeds=seeds, progress=progress)
+        _report(rec, progress)
+        return rec
+
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_uri(tracking_uri)
+    client = MlflowClient(uri)
+    exp_name = client.get_experiment(client.get_run(trial_id).info.experiment_id).name
+    store = MlflowStore(exp_name, uri, create=False)
+    trial = store.get(trial_id)
+    recipe = load_recipe(recipe_dir, profile or trial.tags.get(S.PROFILE)) if recipe_dir else recipe_of(trial)
+    project_run = os.environ.get("MLFLOW_RUN_ID")
+    if trial.status == "RUNNING" and project_run in (None, trial_id):
+        rec = evaluate_trial(store, trial_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
+    else:
+        # A finished trial is immutable: re-scoring records a new trial with the same code.
+        again = create_trial(store, recipe, store.code(trial_id), specialist="rescore", parent=trial,
+                             hypothesis=f"re-score of {trial.short} with the same code", backend="none",
+                             profile=trial.tags.get(S.PROFILE))
+        rec = evaluate_trial(store, again.run_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
+        if project_run and project_run != trial_id:
+            client.set_tag(project_run, S.KIND, "evaluation")
+            client.set_tag(project_run, "autoresearch.rescored_as", rec.run_id)
+            client.set_tag(project_run, S.OUTCOME, rec.outcome.value if rec.outcome else "")
+            for k, v in rec.metrics.items():
+                client.log_metric(project_run, k, v)
+    _report(rec, progress)
+    return rec
+
+
+def _report(rec: TrialRecord, progress: Callable[[str], None] | None) -> None:
+    if progress:
+        score = "—" if rec.score is None else f"{rec.score:.5g}"
+        progress(f"{rec.name}: {rec.outcome.value if rec.outcome else rec.status}, score {score}, "
+                 f"decision {rec.decision} (run {rec.run_id})")
+
+
+def lineage_command(*, recipe_dir, profile, experiment, tracking_uri, role=None, trial_ref=None) -> str:
+    recipe = _recipe(recipe_dir, profile)
+    store = open_store(recipe, experiment, tracking_uri)
+    lineage = Lineage.load(store, recipe.metric.goal)
+    if trial_ref:
+        return query_trial(store, lineage, trial_ref)
+    return lineage.render(role)
+
+
+def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, echo) -> None:
+    from mlflow_autoresearch.loop import run_loop
+    from mlflow_autoresearch.settings import make_settings
+
+    recipe = _recipe(recipe_dir, profile)
+    settings = make_settings(profile=profile, experiment=experiment, tracking_uri=tracking_uri, **flags)
+    run_loop(recipe, settings, echo=echo)

@@ -1,0 +1,151 @@
+"""The ``autoresearch`` command: thin click wrappers over library functions.
+
+Every user error ends with one clear message on stderr and exit code 2;
+nothing is written to the tracking store before the input is validated.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from mlflow_autoresearch._errors import AutoresearchError
+
+logger = logging.getLogger("mlflow_autoresearch")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "urllib3", "httpx", "botocore", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def handles_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AutoresearchError as e:
+            click.echo(f"autoresearch: error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """Specialist agents that propose, measure and revise training recipes, tracked in MLflow."""
+    _setup_logging(verbose)
+
+
+def _path_or_none(ctx, param, value):
+    return Path(value) if value else None  # MLproject passes '' for "not given"
+
+
+recipe_option = click.option("--recipe", "recipe_dir", callback=_path_or_none,
+                             help="Recipe folder (with recipe.yaml).")
+profile_option = click.option("--profile", default=None, help="A profile of the recipe (e.g. quick, tiny).")
+experiment_option = click.option("--experiment", default=None, help="Experiment name [default: the recipe's name].")
+tracking_option = click.option("--tracking-uri", default=None,
+                               help="Tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].")
+
+
+@cli.command()
+@recipe_option
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder with the code to score [default: the recipe's own code].")
+@click.option("--trial", "trial_id", default=None, help="Re-score this trial run id instead.")
+@profile_option
+@experiment_option
+@tracking_option
+@click.option("--seeds", type=click.IntRange(min=0), default=0, help="Seeds to run [default: the recipe's].")
+@click.option("--gpu", default="", help="Pin the trial to these CUDA devices (sets CUDA_VISIBLE_DEVICES).")
+@handles_errors
+def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu) -> None:
+    """Score one trial: record CODE (or the recipe's code) as a trial, or re-score --trial."""
+    from mlflow_autoresearch.api import evaluate_command
+
+    rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
+                           experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
+                           gpu=gpu or None, progress=_echo)
+    click.echo(rec.run_id)
+
+
+@cli.command()
+@recipe_option
+@profile_option
+@experiment_option
+@tracking_option
+@click.option("--trials", type=int, default=None, help="Trials to run after the baseline [default: 20].")
+@click.option("--agent", type=click.Choice(["offline", "claude", "auto"]), default=None,
+              help="Specialist backend; auto = claude when ANTHROPIC_API_KEY is set [default: auto].")
+@click.option("--worker", default=None, help="Name of this loop; budgets count per worker [default: default].")
+@click.option("--slots", type=int, default=None, help="Evaluation slots [default: one per GPU, else 1].")
+@click.option("--proposals-ahead", type=int, default=None, help="Proposals in flight beyond the slots.")
+@click.option("--wall-seconds", type=float, default=None, help="Stop after this wall clock.")
+@click.option("--dollars", type=float, default=None, help="Stop when the LLM spend reaches this.")
+@click.option("--seed", type=int, default=None, help="Seed of the loop's own choices.")
+@click.option("--model", default=None, help="Claude model name.")
+@click.option("--max-turns", type=int, default=None)
+@click.option("--in-process", is_flag=True, default=None, help="Evaluate in this process (no mlflow run).")
+@click.option("--backend", default=None, help="MLflow project backend for evaluations [default: local].")
+@click.option("--backend-config", default=None, help="Backend config file (e.g. for kubernetes).")
+@click.option("--steering-file", default=None, help="A note every specialist reads at its next proposal.")
+@click.option("--sweep-points", type=int, default=None, help="Optuna points after each kept trial with knobs.")
+@handles_errors
+def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
+    """Run the propose-measure-revise loop on a recipe."""
+    from mlflow_autoresearch.api import run_command
+
+    run_command(recipe_dir=recipe_dir, profile=profile, experiment=experiment, tracking_uri=tracking_uri,
+                flags=flags, echo=_echo)
+
+
+@cli.command()
+@recipe_option
+@profile_option
+@experiment_option
+@tracking_option
+@click.option("--role", default=None, help="Add this specialist's own last trials.")
+@click.option("--trial", "trial_ref", default=None, help="Show one trial in full (t0007 or a run id).")
+@handles_errors
+def lineage(recipe_dir, profile, experiment, tracking_uri, role, trial_ref) -> None:
+    """Print the lineage views an agent reads."""
+    from mlflow_autoresearch.api import lineage_command
+
+    click.echo(lineage_command(recipe_dir=recipe_dir, profile=profile, experiment=experiment,
+                               tracking_uri=tracking_uri, role=role, trial_ref=trial_ref))
+
+
+def main() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _load_plugins()
+    cli(prog_name="autoresearch")
+
+
+def _load_plugins() -> None:
+    """Subcommands contributed by other modules of this package or by plug-ins."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="mlflow_autoresearch.commands"):
+        try:
+            cmd = ep.load()
+        except Exception as e:  # a broken plug-in must not break the CLI
+            logger.warning("autoresearch: could not load command plug-in %r: %s", ep.name, e)
+            continue
+        cli.add_command(cmd, ep.name)
+
+
+if __name__ == "__main__":
+    main()

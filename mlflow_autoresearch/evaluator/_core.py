@@ -1,0 +1,390 @@
+"""Evaluate one trial's code against its recipe.  Never asks a model anything.
+
+:func:`evaluate_code` is the one code path: the MLproject entry point, the CLI
+and the loop all end here.  It works on a local folder of code and returns an
+immutable :class:`Evaluation`; logging it to MLflow is the caller's business
+(see :mod:`mlflow_autoresearch.trial`).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow_autoresearch.evaluator._metrics import (
+    error_summary,
+    last_values,
+    mean_std,
+    parse_json_file,
+    parse_text,
+)
+from mlflow_autoresearch.evaluator._sandbox import (
+    ProcessLimits,
+    ProcessResult,
+    Workspace,
+    command_argv,
+    sandbox_level,
+    scrubbed_env,
+)
+from mlflow_autoresearch.outcome import Outcome
+from mlflow_autoresearch.recipe import Recipe, file_sha256
+from mlflow_autoresearch.schema import EVALUATOR_METRICS
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    metric: str
+    observed: float | None
+    margin: float | None  # >= 0 passes; None when the metric is missing
+    passed: bool
+    near_miss: bool
+    band: float = 0.0  # the recipe's near-miss band
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluator's facts about one trial.  Immutable."""
+
+    outcome: Outcome
+    reason: str  # one line: the cause, in words a model can act on
+    score: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seed_metrics: tuple[dict[str, float], ...] = ()
+    histories: dict[str, list[float]] = field(default_factory=dict)
+    gates: tuple[GateResult, ...] = ()
+    train_seconds: float | None = None
+    total_seconds: float = 0.0
+    artifact_bytes: int | None = None
+    error_type: str | None = None
+    error_tail: str = ""
+    logs: dict[str, Path] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def near_miss(self) -> bool:
+        return self.outcome is Outcome.GATE_FAILED and all(g.passed or g.near_miss for g in self.gates)
+
+    def to_dict(self) -> dict:
+        return {
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "score": self.score,
+            "metrics": self.metrics,
+            "seed_metrics": list(self.seed_metrics),
+            "gates": [g.__dict__ for g in self.gates],
+            "near_miss": self.near_miss,
+            "train_seconds": self.train_seconds,
+            "total_seconds": self.total_seconds,
+            "artifact_bytes": self.artifact_bytes,
+            "error_type": self.error_type,
+            "error_tail": self.error_tail,
+            "notes": list(self.notes),
+        }
+
+
+class _Stop(Exception):
+    """A seed failed: stop running the rest."""
+
+    def __init__(self, outcome: Outcome, reason: str, result: ProcessResult | None = None) -> None:
+        super().__init__(reason)
+        self.outcome, self.reason, self.result = outcome, reason, result
+
+
+def check_code(recipe: Recipe, code_dir: Path) -> tuple[Outcome, str] | None:
+    """Cheap checks before anything runs: protected hashes, unknown files, syntax.
+
+    Returns the failing outcome and reason, or None when the code may run.
+    """
+    expected = recipe.protected_hashes()
+    present: set[str] = set()
+    for p in sorted(code_dir.rglob("*")):
+        rel = p.relative_to(code_dir).as_posix()
+        if p.is_symlink():
+            return Outcome.PROTECTED_VIOLATION, f"{rel} is a symbolic link; trial code must be plain files"
+        if p.is_file():
+            present.add(rel)
+    for rel, digest in expected.items():
+        if rel not in present:
+            return Outcome.PROTECTED_VIOLATION, f"protected file {rel} is missing from the trial's code"
+        if file_sha256(code_dir / rel) != digest:
+            return Outcome.PROTECTED_VIOLATION, f"protected file {rel} differs from the recipe's copy (sha256 mismatch)"
+    unknown = sorted(present - set(expected) - set(recipe.editable))
+    if unknown:
+        return Outcome.PROTECTED_VIOLATION, f"files outside the recipe's editable list: {', '.join(unknown[:5])}"
+    for rel in recipe.editable:
+        path = code_dir / rel
+        if not path.is_file():
+            return Outcome.INVALID_PROPOSAL, f"editable file {rel} is missing"
+        if rel.endswith(".py"):
+            try:
+                compile(path.read_bytes(), rel, "exec")
+            except SyntaxError as e:
+                return Outcome.INVALID_PROPOSAL, f"SyntaxError in {rel} line {e.lineno}: {e.msg}"
+            except ValueError as e:
+                return Outcome.INVALID_PROPOSAL, f"{rel} cannot be compiled: {e}"
+    return None
+
+
+def _stage(recipe: Recipe, code_dir: Path, dest: Path) -> None:
+    """Editable files from the trial; every other file from the trusted recipe folder."""
+    for rel in recipe.snapshot_files():
+        src = code_dir / rel if rel in recipe.editable else recipe.root / rel
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+
+
+def _process_limits(recipe: Recipe, wall: float) -> ProcessLimits:
+    lim = recipe.limits
+    return ProcessLimits(
+        wall_seconds=wall,
+        memory_bytes=int(lim.memory_gb * 1024**3) if lim.memory_gb else None,
+        processes=lim.processes,
+        open_files=lim.open_files,
+        file_bytes=lim.file_bytes,
+        disk_bytes=lim.disk_bytes,
+        output_bytes=lim.output_bytes,
+        grace_seconds=lim.grace_seconds,
+        network=recipe.network,
+    )
+
+
+def _failure(step: str, r: ProcessResult, recipe: Recipe, wall_limit: float) -> _Stop | None:
+    """Classify a finished process; None when it succeeded."""
+    exc_type, tail = error_summary(r.stderr())
+    if r.timed_out:
+        return _Stop(Outcome.TIMED_OUT, f"{step} ran past its {wall_limit:g} s limit and was killed "
+                     f"(evaluator clock {r.wall_seconds:.1f} s)", r)
+    if r.limit == "memory":
+        return _Stop(Outcome.CRASHED, f"{step} was killed by the memory limit of {recipe.limits.memory_gb:g} GB "
+                     f"(peak resident {r.peak_rss_bytes / 1024**3:.2f} GB)", r)
+    if r.limit == "disk":
+        return _Stop(Outcome.CRASHED, f"{step} wrote more than the disk limit of {recipe.limits.disk_bytes:,} bytes "
+                     "in its working folder", r)
+    if r.limit == "processes":
+        return _Stop(Outcome.CRASHED, f"{step} started more than {recipe.limits.processes} processes", r)
+    if r.limit == "stopped":
+        return _Stop(Outcome.HARNESS_ERROR, f"{step} was stopped because the evaluator was shut down", r)
+    if r.returncode == -25 or (exc_type is None and "File size limit" in tail):
+        return _Stop(Outcome.CRASHED, f"{step} wrote a file over the {recipe.limits.file_bytes:,}-byte file limit", r)
+    if r.returncode != 0:
+        what = f"{exc_type}" if exc_type else (f"signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}")
+        return _Stop(Outcome.CRASHED, f"{step} failed with {what}", r)
+    return None
+
+
+def _artifact_bytes(recipe: Recipe, code_dir: Path, workdir: Path) -> int:
+    total = sum((code_dir / rel).stat().st_size for rel in recipe.editable) if recipe.artifact.include_code else 0
+    for pattern in recipe.artifact.files:
+        for p in glob.glob(str(workdir / pattern), recursive=True):
+            if os.path.isfile(p) and not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def _changed_protected(recipe: Recipe, workdir: Path, expected: dict[str, str]) -> list[str]:
+    changed = []
+    for rel, digest in expected.items():
+        p = workdir / rel
+        try:
+            if p.is_symlink() or file_sha256(p) != digest:
+                changed.append(rel)
+        except OSError:
+            changed.append(rel)
+    return changed
+
+
+def evaluate_code(
+    recipe: Recipe,
+    code_dir: str | Path,
+    *,
+    seeds: int | None = None,
+    workspace_base: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    progress: Progress | None = None,
+    keep_logs_in: Path | None = None,
+) -> Evaluation:
+    """Run the trial in ``code_dir`` under the recipe's limits and classify it.
+
+    ``keep_logs_in``: a folder to copy the bounded logs into (the workspace
+    itself is removed).  Thread-safe; never raises for the trial's faults.
+
+    Raises:
+        HarnessError: the evaluator itself could not work.
+    """
+    code_dir = Path(code_dir)
+    say = progress or (lambda msg: logger.info("%s", msg))
+    start = time.monotonic()
+    pre = check_code(recipe, code_dir)
+    if pre is not None:
+        return Evaluation(outcome=pre[0], reason=pre[1], score=None, total_seconds=time.monotonic() - start)
+
+    n_seeds = seeds or recipe.seeds
+    expected = recipe.protected_hashes()
+    lim = recipe.limits
+    seed_metrics: list[dict[str, float]] = []
+    histories: dict[str, list[float]] = {}
+    walls: list[float] = []
+    sizes: list[int] = []
+    logs: dict[str, Path] = {}
+    notes: set[str] = {f"sandbox={sandbox_level()}"}
+    stop: _Stop | None = None
+    gpu = extra_env.get("CUDA_VISIBLE_DEVICES") if extra_env else None
+
+    with Workspace(workspace_base) as ws:
+        def run(name: str, command: str, cwd: Path, wall: float, env_extra: dict[str, str]) -> ProcessResult:
+            env = scrubbed_env(cwd, {**(extra_env or {}), **env_extra})
+            r = ws.run(name, command_argv(command), cwd, env, _process_limits(recipe, wall))
+            logs[f"{name}.stdout.txt"] = r.stdout_path
+            logs[f"{name}.stderr.txt"] = r.stderr_path
+            notes.update(r.notes)
+            if r.leftover:
+                notes.add(f"{name}: killed {r.leftover} process(es) left running after the command exited")
+            return r
+
+        def remaining() -> float:
+            return (lim.total_seconds - (time.monotonic() - start)) if lim.total_seconds else float("inf")
+
+        try:
+            if recipe.preflight:
+                say("preflight")
+                wd = ws.workdir("preflight")
+                _stage(recipe, code_dir, wd)
+                ws.give(wd)
+                r = run("preflight", recipe.preflight, wd, min(lim.preflight_seconds, remaining()), {})
+                failed = _failure("the preflight", r, recipe, lim.preflight_seconds)
+                if failed:
+                    raise _Stop(Outcome.PREFLIGHT_FAILED, failed.reason, r)
+
+            for seed in range(n_seeds):
+                budget = min(lim.train_seconds, remaining())
+                if budget <= 0:
+                    raise _Stop(Outcome.TIMED_OUT, f"the evaluation's total budget of {lim.total_seconds:g} s "
+                                f"ran out after {seed} of {n_seeds} seeds")
+                say(f"seed {seed + 1}/{n_seeds}: training" + (f" on GPU {gpu}" if gpu else ""))
+                wd = ws.workdir(f"seed{seed}")
+                _stage(recipe, code_dir, wd)
+                ws.give(wd)
+                result_path = wd / "result.json"
+                r = run(f"seed{seed}", recipe.command, wd, budget,
+                        {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_RESULT": str(result_path)})
+                changed = _changed_protected(recipe, wd, expected)
+                if changed:
+                    raise _Stop(Outcome.PROTECTED_VIOLATION,
+                                f"the trial changed protected file(s) while running: {', '.join(changed)}", r)
+                limit = budget if budget < lim.train_seconds else lim.train_seconds
+                failed = _failure(f"training (seed {seed})", r, recipe, limit)
+                if failed:
+                    if r.timed_out and budget < lim.train_seconds:
+                        failed.reason += " (the evaluation's total budget was the tighter limit)"
+                    raise failed
+                walls.append(r.wall_seconds)
+                history = parse_text(r.stdout(), recipe.metric_regex)
+                history.update(parse_json_file(result_path))
+                size = _artifact_bytes(recipe, code_dir, wd)
+                sizes.append(size)
+
+                if recipe.evaluate:
+                    say(f"seed {seed + 1}/{n_seeds}: protected evaluation")
+                    ev_dir = ws.workdir(f"seed{seed}-eval")
+                    for rel in expected:
+                        (ev_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(recipe.root / rel, ev_dir / rel)
+                    ws.give(ev_dir)
+                    er = run(f"seed{seed}-eval", recipe.evaluate, ev_dir, min(lim.eval_seconds, max(remaining(), 1)),
+                             {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_ARTIFACT_DIR": str(wd)})
+                    failed = _failure(f"the protected evaluation (seed {seed})", er, recipe, lim.eval_seconds)
+                    if failed:
+                        raise failed
+                    # The score comes only from the protected step: what training printed
+                    # is kept under train/ and can never stand in for it.
+                    history = {f"train/{k}": v for k, v in history.items()}
+                    history.update(parse_text(er.stdout(), recipe.metric_regex))
+
+                for name in EVALUATOR_METRICS:
+                    history.pop(name, None)  # the evaluator's own measurements are never the script's
+                history["train_seconds"] = [r.wall_seconds]
+                history["artifact_bytes"] = [float(size)]
+                if seed == 0:  # the first seed's curves feed a sweep's pruner
+                    histories.update({k: list(v) for k, v in history.items()})
+                seed_metrics.append(last_values(history))
+                if recipe.metric.name not in history:
+                    raise _Stop(Outcome.CRASHED, f"no metric: the run printed no '{recipe.metric.name}: <number>' line "
+                                "(nor wrote it to $AUTORESEARCH_RESULT)", r)
+                if lim.artifact_bytes is not None and size > lim.artifact_bytes:
+                    raise _Stop(Outcome.SIZE_EXCEEDED, f"artifact is {size:,} bytes, {size - lim.artifact_bytes:,} bytes "
+                                f"over the {lim.artifact_bytes:,}-byte limit", r)
+        except _Stop as s:
+            stop = s
+        finally:
+            if keep_logs_in is not None:
+                keep_logs_in.mkdir(parents=True, exist_ok=True)
+                for name, p in list(logs.items()):
+                    if p.exists():
+                        logs[name] = Path(shutil.copy(p, keep_logs_in / name))
+
+    total = time.monotonic() - start
+    metrics = _aggregate(seed_metrics)
+    train_seconds = sum(walls) / len(walls) if walls else None
+    artifact = max(sizes) if sizes else None
+    common = dict(metrics=metrics, seed_metrics=tuple(seed_metrics), histories=histories,
+                  train_seconds=train_seconds, total_seconds=total, artifact_bytes=artifact,
+                  logs=logs if keep_logs_in is not None else {}, notes=tuple(sorted(notes)))
+    if stop is not None:
+        exc_type, tail = error_summary(stop.result.stderr()) if stop.result else (None, "")
+        return Evaluation(outcome=stop.outcome, reason=stop.reason, score=None, error_type=exc_type,
+                          error_tail=tail, gates=_gates(recipe, metrics) if metrics else (), **common)
+    gates = _gates(recipe, metrics)
+    score = metrics.get(recipe.metric.name)
+    failed_gates = [g for g in gates if not g.passed]
+    if failed_gates:
+        parts = []
+        for g in failed_gates:
+            if g.observed is None:
+                parts.append(f"gate {g.gate}: metric '{g.metric}' was not reported")
+            else:
+                parts.append(f"gate {g.gate} missed: {g.metric} = {g.observed:.6g}, short by {-g.margin:.6g}"
+                             + (" (near miss)" if g.near_miss else ""))
+        return Evaluation(outcome=Outcome.GATE_FAILED, reason="; ".join(parts), score=score, gates=gates, **common)
+    return Evaluation(outcome=Outcome.OK, reason=f"{recipe.metric.name} = {score:.6g} over {len(seed_metrics)} seed(s)",
+                      score=score, gates=gates, **common)
+
+
+def _aggregate(seed_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over seeds for every metric all seeds reported, plus ``<name>_std``."""
+    if not seed_metrics:
+        return {}
+    names = set(seed_metrics[0]).intersection(*seed_metrics[1:])
+    out = {}
+    for name in sorted(names):
+        mean, std = mean_std([m[name] for m in seed_metrics])
+        out[name] = mean
+        if len(seed_metrics) > 1:
+            out[f"{name}_std"] = std
+    out["seeds"] = float(len(seed_metrics))
+    return out
+
+
+def _gates(recipe: Recipe, metrics: dict[str, float]) -> tuple[GateResult, ...]:
+    results = []
+    for g in recipe.gates:
+        observed = metrics.get(g.metric)
+        if observed is None:
+            results.append(GateResult(str(g), g.metric, None, None, False, False, g.near_miss))
+            continue
+        margin = g.margin(observed)
+        passed = g.passes(observed)
+        results.append(GateResult(str(g), g.metric, observed, margin, passed,
+                                  near_miss=not passed and -margin <= g.near_miss, band=g.near_miss))
+    return tuple(results)

@@ -1,0 +1,284 @@
+"""The evaluator's side of containment: environment, identity, working folders.
+
+The supervisor script (``_supervisor.py``) does the watching and killing; this
+module builds what it needs and reads back its report.  Thread-safe: every
+call works on its own folders and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow_autoresearch._errors import HarnessError
+
+logger = logging.getLogger(__name__)
+
+SUPERVISOR = Path(__file__).with_name("_supervisor.py")
+
+# An allow-list: nothing else of the evaluator's environment reaches a trial.
+# Model API keys, cloud credentials and tracking credentials are never here.
+SAFE_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+)
+SANDBOX_USER_ENV = "AUTORESEARCH_SANDBOX_USER"
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    wall_seconds: float
+    memory_bytes: int | None = None
+    processes: int = 256
+    open_files: int = 1024
+    file_bytes: int = 4 * 1024**3
+    disk_bytes: int = 8 * 1024**3
+    output_bytes: int = 256 * 1024
+    grace_seconds: float = 3.0
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What the supervisor saw.  ``wall_seconds`` is the evaluator's clock."""
+
+    returncode: int
+    wall_seconds: float
+    timed_out: bool
+    limit: str | None  # memory | processes | disk | stopped
+    peak_rss_bytes: int
+    leftover: int  # processes still alive after the command exited, then killed
+    stdout_path: Path
+    stderr_path: Path
+    stdout_bytes: int
+    stderr_bytes: int
+    truncated: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and self.limit is None
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+_IDENTITY_CACHE: dict[str, tuple[int, int] | None] = {}
+
+
+def sandbox_identity() -> tuple[int, int] | None:
+    """(uid, gid) to run trials as, or None to keep the current user.
+
+    As root, trials run as ``nobody`` (or ``$AUTORESEARCH_SANDBOX_USER``),
+    provided that user can run this interpreter; otherwise a warning says why
+    containment is weaker.  Setting the variable to an empty string keeps root.
+    """
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get(SANDBOX_USER_ENV, "nobody")
+    if name in _IDENTITY_CACHE:
+        return _IDENTITY_CACHE[name]
+    identity = None
+    if name:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise HarnessError(f"sandbox user {name!r} does not exist; create it or set {SANDBOX_USER_ENV}") from None
+        identity = (pw.pw_uid, pw.pw_gid)
+        if not _can_run_as(identity):
+            logger.warning(
+                "trials run as root, not as %r: that user cannot run %s. Grant it traverse rights on the "
+                "interpreter's folders (for a Python under /root: chmod o+x /root) for the stronger sandbox.",
+                name, sys.executable,
+            )
+            identity = None
+    _IDENTITY_CACHE[name] = identity
+    return identity
+
+
+def sandbox_level() -> str:
+    """``user`` when trials run as a separate unprivileged user, else ``same-user``."""
+    return "user" if sandbox_identity() else "same-user"
+
+
+def _can_run_as(identity: tuple[int, int]) -> bool:
+    uid, gid = identity
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    try:
+        r = subprocess.run([sys.executable, "-I", "-c", "import encodings"], preexec_fn=drop, cwd="/",
+                           capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+def scrubbed_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    # The interpreter's own folder first, so `python` means the evaluator's Python.
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(home / "tmp"),
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        MPLCONFIGDIR=str(home / "tmp"),
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+def command_argv(command: str) -> list[str]:
+    """Split a recipe command; a leading ``python``/``python3`` is this interpreter."""
+    argv = shlex.split(command)
+    if not argv:
+        raise HarnessError("empty command")
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return argv
+
+
+class Workspace:
+    """A private root for one evaluation: per-seed working folders, logs, a pristine copy.
+
+    The root is traversable but not listable by others; working folders are
+    owned by the sandbox user; everything else stays owned by the evaluator.
+    """
+
+    def __init__(self, base: str | None = None) -> None:
+        self.identity = sandbox_identity()
+        self.root = Path(tempfile.mkdtemp(prefix="autoresearch-", dir=base))
+        os.chmod(self.root, 0o711)
+        self.logs = self.root / "logs"
+        self.logs.mkdir()
+
+    def workdir(self, name: str) -> Path:
+        d = self.root / name
+        d.mkdir()
+        (d / "tmp").mkdir()
+        self.give(d)
+        return d
+
+    def give(self, path: Path) -> None:
+        """Hand a folder (recursively) to the sandbox user."""
+        if self.identity is None:
+            return
+        uid, gid = self.identity
+        os.chown(path, uid, gid)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for n in dirnames + filenames:
+                os.chown(os.path.join(dirpath, n), uid, gid, follow_symlinks=False)
+
+    def readonly(self, name: str) -> Path:
+        """A folder the trial can read but not change."""
+        d = self.root / name
+        d.mkdir()
+        os.chmod(d, 0o755)
+        return d
+
+    def run(
+        self,
+        name: str,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        limits: ProcessLimits,
+    ) -> ProcessResult:
+        """Run ``argv`` under the supervisor; never raises for the trial's faults."""
+        spec = {
+            "argv": argv,
+            "cwd": str(cwd),
+            "env": env,
+            "wall_seconds": limits.wall_seconds,
+            "network": limits.network,
+            "uid": self.identity[0] if self.identity else None,
+            "gid": self.identity[1] if self.identity else None,
+            "stdout_path": str(self.logs / f"{name}.stdout.txt"),
+            "stderr_path": str(self.logs / f"{name}.stderr.txt"),
+            "limits": {
+                "memory_bytes": limits.memory_bytes,
+                "processes": limits.processes,
+                "open_files": limits.open_files,
+                "file_bytes": limits.file_bytes,
+                "disk_bytes": limits.disk_bytes,
+                "output_bytes": limits.output_bytes,
+                "grace_seconds": limits.grace_seconds,
+            },
+        }
+        sup = subprocess.Popen(
+            [sys.executable, "-I", str(SUPERVISOR)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            # The supervisor is the trial's parent: its /proc/<pid>/environ must hold no secrets either.
+            env={k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ},
+        )
+        try:
+            out, err = sup.communicate(json.dumps(spec).encode(), timeout=limits.wall_seconds + limits.grace_seconds + 60)
+        except subprocess.TimeoutExpired:
+            sup.kill()
+            sup.communicate()
+            raise HarnessError(f"supervisor for {name!r} did not return") from None
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): let the supervisor end the trial tree.
+            sup.terminate()
+            try:
+                sup.communicate(timeout=limits.grace_seconds + 10)
+            except subprocess.TimeoutExpired:
+                sup.kill()
+            raise
+        if sup.returncode != 0:
+            raise HarnessError(f"supervisor for {name!r} failed ({sup.returncode}): {err.decode(errors='replace')[-2000:]}")
+        r = json.loads(out)
+        return ProcessResult(
+            returncode=r["returncode"],
+            wall_seconds=r["wall_seconds"],
+            timed_out=r["timed_out"],
+            limit=r["limit"],
+            peak_rss_bytes=r["peak_rss_bytes"],
+            leftover=r["leftover"],
+            stdout_path=Path(spec["stdout_path"]),
+            stderr_path=Path(spec["stderr_path"]),
+            stdout_bytes=r["stdout_bytes"],
+            stderr_bytes=r["stderr_bytes"],
+            truncated=r["truncated"],
+            notes=tuple(r["notes"]),
+        )
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

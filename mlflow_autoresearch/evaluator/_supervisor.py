@@ -1,0 +1,304 @@
+"""Runs one untrusted command under hard limits and reports what happened.
+
+This file is executed as a script (``python -I _supervisor.py``) so that it
+starts in milliseconds and imports nothing but the standard library.  It reads
+a JSON spec on stdin and writes one JSON result on stdout.
+
+Containment, in order of strength:
+
+* The supervisor makes itself a *child subreaper*: every process the trial
+  starts, including daemons that double-fork or call ``setsid``, stays in the
+  supervisor's process tree, so the final sweep kills all of them.
+* When the supervisor runs as root, the trial runs as an unprivileged user
+  (``nobody`` by default): it cannot read other processes' environments,
+  ``/root``, or write outside world-writable places, and the kernel enforces
+  ``RLIMIT_NPROC``.
+* rlimits: open files, largest file (``RLIMIT_FSIZE``), processes.
+* Polling every 50 ms: the wall clock, resident memory summed over the tree,
+  process count; every second: bytes under the working folder.
+* A new network namespace (no interfaces but a down loopback) when the spec
+  says ``network: false`` and the kernel allows it.
+* stdout and stderr are read through pipes and kept bounded (head and tail).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+PAGE = os.sysconf("SC_PAGE_SIZE")
+POLL = 0.05
+_STOP = []  # set by SIGTERM: the evaluator is shutting down, end the trial now
+
+
+class Capture:
+    """Keeps the first and last bytes of a stream, counting all of them."""
+
+    def __init__(self, limit: int, path: str) -> None:
+        self.head_limit = limit // 4
+        self.tail_limit = limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.path = path
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_limit:
+                del self.tail[: len(self.tail) - self.tail_limit]
+
+    def write(self) -> bool:
+        if len(self.tail) > self.tail_limit:
+            del self.tail[: len(self.tail) - self.tail_limit]
+        dropped = self.total - len(self.head) - len(self.tail)
+        with open(self.path, "wb") as f:
+            f.write(self.head)
+            if dropped > 0:
+                f.write(f"\n[... {dropped} bytes of output dropped by the evaluator ...]\n".encode())
+            f.write(self.tail)
+        return dropped > 0
+
+
+def _read(stream, cap: Capture) -> None:
+    while True:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        if not chunk:
+            break
+        cap.feed(chunk)
+
+
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (ppid, state, rss_bytes) for every visible process."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2 :].split()
+        try:
+            table[int(name)] = (int(rest[1]), rest[0], int(rest[21]) * PAGE)
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def _descendants(root: int, table: dict[int, tuple[int, str, int]]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, stack = [], [root]
+    while stack:
+        for c in children.get(stack.pop(), ()):
+            out.append(c)
+            stack.append(c)
+    return out
+
+
+def _dir_bytes(path: str, cap_entries: int = 200_000) -> int:
+    total, seen = 0, 0
+    stack = [path]
+    while stack and seen < cap_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    seen += 1
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+        except OSError:
+            continue
+    return total
+
+
+def _reap_zombies(table, main_pid: int) -> None:
+    me = os.getpid()
+    for pid, (ppid, state, _) in table.items():
+        if ppid == me and state == "Z" and pid != main_pid:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _kill_tree(main_pid: int, sig: int) -> int:
+    """Signal the trial's process group and every descendant; returns how many were signalled."""
+    try:
+        os.killpg(main_pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    table = _proc_table()
+    pids = _descendants(os.getpid(), table)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _reap_zombies(table, main_pid)
+    return len([p for p in pids if table[p][1] != "Z"])
+
+
+def _sweep(main_pid: int) -> int:
+    """Kill everything left in the tree until nothing is; returns the number of leftovers."""
+    first = None
+    for _ in range(100):
+        n = _kill_tree(main_pid, signal.SIGKILL)
+        first = n if first is None else first
+        if n == 0:
+            break
+        time.sleep(0.02)
+    return first or 0
+
+
+def _preexec(spec: dict, status_w: int):
+    def run() -> None:
+        notes = []
+        if not spec.get("network", True):
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(CLONE_NEWNET) != 0 and libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+                notes.append("network-not-isolated")
+        lim = spec["limits"]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_bytes"], lim["file_bytes"]))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        uid, gid = spec.get("uid"), spec.get("gid")
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
+        os.write(status_w, (",".join(notes) or "ok").encode())
+        os.close(status_w)
+
+    return run
+
+
+def supervise(spec: dict) -> dict:
+    import subprocess  # here, so the module itself imports fast for tests
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    lim = spec["limits"]
+    out = Capture(lim["output_bytes"], spec["stdout_path"])
+    err = Capture(lim["output_bytes"], spec["stderr_path"])
+    status_r, status_w = os.pipe()
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            spec["argv"],
+            cwd=spec["cwd"],
+            env=spec["env"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_preexec(spec, status_w),
+            pass_fds=(status_w,),
+            close_fds=True,
+        )
+    except OSError as e:
+        os.close(status_w)
+        err.feed(f"could not start {spec['argv'][0]!r}: {e}\n".encode())
+        err.write()
+        out.write()
+        return {"returncode": 127, "wall_seconds": 0.0, "timed_out": False, "limit": None,
+                "peak_rss_bytes": 0, "leftover": 0, "stdout_bytes": 0, "stderr_bytes": err.total,
+                "truncated": False, "notes": ["start-failed"]}
+    os.close(status_w)
+    readers = [
+        threading.Thread(target=_read, args=(proc.stdout, out), daemon=True),
+        threading.Thread(target=_read, args=(proc.stderr, err), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+
+    deadline = start + spec["wall_seconds"]
+    mem_limit = lim.get("memory_bytes")
+    limit_hit, timed_out, peak, next_disk = None, False, 0, start + 1.0
+    term_sent_at = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if term_sent_at is None:
+            table = _proc_table()
+            tree = [p for p in _descendants(os.getpid(), table) if table[p][1] != "Z"]
+            rss = sum(table[p][2] for p in tree)
+            peak = max(peak, rss)
+            if _STOP:
+                limit_hit = "stopped"
+            elif now >= deadline:
+                timed_out = True
+            elif mem_limit and rss > mem_limit:
+                limit_hit = "memory"
+            elif len(tree) > lim["processes"]:
+                limit_hit = "processes"
+            elif now >= next_disk:
+                next_disk = now + 1.0
+                if _dir_bytes(spec["cwd"]) > lim["disk_bytes"]:
+                    limit_hit = "disk"
+            if timed_out or limit_hit:
+                # Memory and process blow-ups get no grace: they harm the machine.
+                sig = signal.SIGTERM if timed_out and lim["grace_seconds"] > 0 else signal.SIGKILL
+                _kill_tree(proc.pid, sig)
+                term_sent_at = now
+        elif now - term_sent_at >= lim["grace_seconds"]:
+            _kill_tree(proc.pid, signal.SIGKILL)
+        time.sleep(POLL)
+    wall = time.monotonic() - start
+    leftover = _sweep(proc.pid)
+    for t in readers:
+        t.join(timeout=5)
+    notes = []
+    try:
+        status = os.read(status_r, 256).decode()
+        if status and status != "ok":
+            notes.extend(status.split(","))
+    except OSError:
+        pass
+    if _dir_bytes(spec["cwd"]) > lim["disk_bytes"] and limit_hit is None and not timed_out:
+        limit_hit = "disk"
+    truncated = out.write() | err.write()
+    return {
+        "returncode": proc.returncode,
+        "wall_seconds": wall,
+        "timed_out": timed_out,
+        "limit": limit_hit,
+        "peak_rss_bytes": peak,
+        "leftover": leftover,
+        "stdout_bytes": out.total,
+        "stderr_bytes": err.total,
+        "truncated": truncated,
+        "notes": notes,
+    }
+
+
+def main() -> None:
+    spec = json.load(sys.stdin)
+    signal.signal(signal.SIGTERM, lambda *_: _STOP.append(True))
+    result = supervise(spec)
+    sys.stdout.write(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

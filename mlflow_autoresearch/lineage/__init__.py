@@ -1,0 +1,22 @@
+"""The lineage: every trial of one experiment, and the views agents read."""
+
+from mlflow_autoresearch.lineage._memory import InMemoryStore
+from mlflow_autoresearch.lineage._mlflow import MlflowStore
+from mlflow_autoresearch.lineage._record import Snapshot, TrialDraft, TrialRecord, code_digest
+from mlflow_autoresearch.lineage._store import LineageStore, read_snapshot, write_snapshot
+from mlflow_autoresearch.lineage._views import Lineage, query_trial
+
+
+__all__ = [
+    "InMemoryStore",
+    "Lineage",
+    "LineageStore",
+    "MlflowStore",
+    "Snapshot",
+    "TrialDraft",
+    "TrialRecord",
+    "code_digest",
+    "query_trial",
+    "read_snapshot",
+    "write_snapshot",
+]

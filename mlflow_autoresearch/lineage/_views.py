@@ -1,0 +1,198 @@
+"""Views of the lineage an agent reads: bounded markdown, however long the lineage.
+
+:class:`Lineage` is a read-only snapshot of a store's trials at one moment,
+with the score direction of the recipe; rendering works in memory on it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from mlflow_autoresearch import schema as S
+from mlflow_autoresearch.lineage._record import TrialRecord
+from mlflow_autoresearch.lineage._store import LineageStore
+from mlflow_autoresearch.outcome import Direction, Outcome
+
+ROW_CHARS = 160
+VIEW_CHARS = 6000
+
+
+def _cell(text: str, limit: int = 90) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.5g}"
+
+
+def _bound(text: str, limit: int = VIEW_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit("\n", 1)[0]
+    return cut + "\n… (view truncated)"
+
+
+class Lineage:
+    """An immutable snapshot of the trials of one experiment."""
+
+    def __init__(self, trials: Sequence[TrialRecord], goal: str = "minimize") -> None:
+        self.trials = tuple(trials)
+        self.direction = Direction(goal)
+        self.by_id = {t.run_id: t for t in self.trials}
+        self._children: dict[str | None, list[TrialRecord]] = {}
+        for t in self.trials:
+            self._children.setdefault(t.parent_id, []).append(t)
+
+    @classmethod
+    def load(cls, store: LineageStore, goal: str = "minimize") -> Lineage:
+        return cls(store.trials(), goal)
+
+    # ----- facts ----------------------------------------------------------
+    @property
+    def finished(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.finished]
+
+    @property
+    def kept(self) -> list[TrialRecord]:
+        return sorted((t for t in self.trials if t.kept), key=lambda t: -self.direction.key(t.score))
+
+    @property
+    def baseline(self) -> TrialRecord | None:
+        return next((t for t in self.trials if t.decision == "baseline"), None)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        kept = self.kept
+        return kept[0] if kept else None
+
+    def children(self, run_id: str) -> list[TrialRecord]:
+        return self._children.get(run_id, [])
+
+    def path_to(self, trial: TrialRecord | None) -> list[TrialRecord]:
+        path, seen = [], set()
+        while trial is not None and trial.run_id not in seen:
+            path.append(trial)
+            seen.add(trial.run_id)
+            trial = self.by_id.get(trial.parent_id) if trial.parent_id else None
+        return path[::-1]
+
+    def noise(self) -> float:
+        """The score's seed-to-seed spread measured on the baseline (its std), 0 when unknown."""
+        b = self.baseline
+        if b is None or b.score is None:
+            return 0.0
+        std = b.metrics.get(f"{b.tags.get(S.SCORE_NAME, '')}_std")
+        return float(std) if std is not None else 0.0
+
+    def has_code(self, digest: str) -> bool:
+        return any(t.code_sha256 == digest for t in self.trials)
+
+    def parent_score(self, t: TrialRecord) -> float | None:
+        p = self.by_id.get(t.parent_id) if t.parent_id else None
+        return p.score if p else None
+
+    # ----- views ----------------------------------------------------------
+    def leaderboard(self, k: int = 10) -> str:
+        rows = ["| rank | trial | score | gain vs parent | specialist | hypothesis |", "|---|---|---|---|---|---|"]
+        for i, t in enumerate(self.kept[:k], 1):
+            gain = self.direction.gain(t.score, self.parent_score(t))
+            rows.append(f"| {i} | {t.short} | {_fmt(t.score)} | {_fmt(gain)} | {t.specialist} | {_cell(t.hypothesis)} |")
+        if len(rows) == 2:
+            rows.append("| — | no kept trials yet | | | | |")
+        return _bound("### Leaderboard (kept trials, best first)\n" + "\n".join(rows))
+
+    def best_path(self, k: int = 15) -> str:
+        path = self.path_to(self.best)
+        if not path:
+            return "### Path to the best\n(no best yet)"
+        lines = []
+        shown = path if len(path) <= k else path[:2] + path[-(k - 2):]
+        for i, t in enumerate(shown):
+            if len(path) > k and i == 2:
+                lines.append(f"- … {len(path) - k} steps omitted …")
+            lines.append(f"- {t.short} [{t.specialist}] score {_fmt(t.score)}: {_cell(t.hypothesis, 120)}")
+        return _bound("### Path from the baseline to the best\n" + "\n".join(lines))
+
+    def best_children(self, k: int = 10) -> str:
+        best = self.best
+        if best is None:
+            return "### Children of the best\n(no best yet)"
+        kids = [t for t in self.children(best.run_id) if t.finished][-k:]
+        lines = [self._line(t) for t in kids] or ["(none yet: every idea tried on the best is new)"]
+        return _bound(f"### Children of the best ({best.short})\n" + "\n".join(lines))
+
+    def recent(self, k: int = 8) -> str:
+        recent = sorted(self.finished, key=lambda t: t.end_time or 0)[-k:]
+        lines = [self._line(t, feedback=True) for t in recent] or ["(no finished trials yet)"]
+        return _bound("### Most recent trials, with the evaluator's feedback\n" + "\n".join(lines))
+
+    def near_misses(self, k: int = 5) -> str:
+        nm = [t for t in self.finished if t.near_miss and not self._repaired(t)][-k:]
+        lines = [self._line(t, feedback=True) for t in nm] or ["(none open)"]
+        return _bound("### Near misses not yet repaired\n" + "\n".join(lines))
+
+    def counts(self) -> str:
+        table: dict[str, Counter] = {}
+        for t in self.finished:
+            table.setdefault(t.specialist, Counter())[t.outcome.value if t.outcome else "?"] += 1
+            if t.decision == "keep":
+                table[t.specialist]["kept"] += 1
+        cols = [o.value for o in Outcome if any(c[o.value] for c in table.values())]
+        rows = ["| specialist | trials | kept | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+        for name, c in sorted(table.items()):
+            total = sum(c[o] for o in cols)
+            rows.append(f"| {name} | {total} | {c['kept']} | " + " | ".join(str(c[o]) for o in cols) + " |")
+        return _bound("### Trials per specialist and outcome\n" + "\n".join(rows))
+
+    def render(self, role: str | None = None) -> str:
+        """Every view, for one agent prompt.  Bounded (about 30 kB)."""
+        parts = [self.leaderboard(), self.best_path(), self.best_children(), self.near_misses(), self.recent(),
+                 self.counts()]
+        if role:
+            mine = [t for t in self.finished if t.specialist == role][-6:]
+            parts.append(_bound(f"### Your ({role}) last trials\n" + ("\n".join(self._line(t, True) for t in mine)
+                                                                       or "(none yet)")))
+        return "\n\n".join(parts)
+
+    def _line(self, t: TrialRecord, feedback: bool = False) -> str:
+        head = f"- {t.short} [{t.specialist}] {t.outcome.value if t.outcome else t.status}"
+        head += f"/{t.decision}" if t.decision else ""
+        head += f" score {_fmt(t.score)}: {_cell(t.hypothesis, 100)}"
+        if feedback and t.feedback:
+            head += f"\n  feedback: {_cell(t.feedback, 300)}"
+        return head[: ROW_CHARS + (320 if feedback else 0)]
+
+    def _repaired(self, t: TrialRecord) -> bool:
+        return any(c.kept for c in self.children(t.run_id))
+
+
+def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int = 40) -> str:
+    """One trial in full: tags, feedback, diff and the end of its logs.  Bounded."""
+    t = _resolve(lineage, ref)
+    if t is None:
+        return f"no trial {ref!r}; use a trial number like t0007 or a run id"
+    parts = [f"## {t.name} ({t.run_id})", f"specialist: {t.specialist}; parent: "
+             f"{lineage.by_id[t.parent_id].short if t.parent_id in lineage.by_id else '—'}",
+             f"outcome: {t.outcome.value if t.outcome else t.status}; decision: {t.decision}; score: {_fmt(t.score)}",
+             f"hypothesis: {t.hypothesis}", f"feedback: {t.feedback}"]
+    diff = store.read_artifact(t.run_id, S.PATCH) or ""
+    parts.append("### patch.diff\n```diff\n" + _bound(diff, 4000) + "\n```")
+    for name in ("seed0.stderr.txt", "seed0.stdout.txt"):
+        log = store.read_artifact(t.run_id, f"{S.LOGS_DIR}/{name}")
+        if log:
+            tail = "\n".join(log.splitlines()[-tail_lines:])
+            parts.append(f"### {name} (last {tail_lines} lines)\n```\n{_bound(tail, 3000)}\n```")
+    return _bound("\n".join(parts), 12000)
+
+
+def _resolve(lineage: Lineage, ref: str) -> TrialRecord | None:
+    ref = ref.strip()
+    if ref in lineage.by_id:
+        return lineage.by_id[ref]
+    digits = ref.lstrip("tT#")
+    if digits.isdigit():
+        n = int(digits)
+        return next((t for t in lineage.trials if t.number == n), None)
+    return None

@@ -1,0 +1,301 @@
+"""The recipe: one folder with ``recipe.yaml``, editable code, protected code.
+
+``load_recipe`` is the only way in.  It validates with pydantic and turns every
+problem into one :class:`RecipeError` that names the file, the field and what
+is allowed, so the CLI can print it and exit with code 2 before anything is
+written to the tracking store.
+
+A :class:`Recipe` is immutable once loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlflow_autoresearch._errors import RecipeError
+
+RECIPE_FILE = "recipe.yaml"
+DEFAULT_ROSTER = ("architecture", "optimization", "data", "systems")
+# Files never part of a snapshot: caches, data downloads, outputs.
+IGNORED_PARTS = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", "data", "outputs", "mlruns"})
+IGNORED_SUFFIXES = (".pyc", ".pyo")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricSpec(_Model):
+    """The score: a metric name and which way is better."""
+
+    name: str = Field(min_length=1)
+    goal: Literal["minimize", "maximize"]
+
+
+class Gate(_Model):
+    """A condition every accepted trial must meet, e.g. ``accuracy >= 0.96``.
+
+    ``near_miss`` is the band below the gate (in the metric's units) inside
+    which a failure is reported as a near miss worth repairing.
+    """
+
+    metric: str = Field(min_length=1)
+    op: Literal[">=", ">", "<=", "<"]
+    value: float
+    near_miss: float = Field(default=0.0, ge=0)
+
+    def margin(self, observed: float) -> float:
+        """Signed distance to the threshold; >= 0 passes (> 0 for strict ops)."""
+        return observed - self.value if self.op in (">=", ">") else self.value - observed
+
+    def passes(self, observed: float) -> bool:
+        m = self.margin(observed)
+        return m > 0 if self.op in (">", "<") else m >= 0
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class ArtifactRule(_Model):
+    """How the evaluator counts a trial's artifact bytes.
+
+    ``include_code``: add the bytes of the editable files.  ``files``: glob
+    patterns, relative to the trial's working folder, of what training wrote
+    (e.g. ``final_model.int8.ptz``), added after training.
+    """
+
+    include_code: bool = True
+    files: tuple[str, ...] = ()
+
+
+class Limits(_Model):
+    """Hard limits, enforced by the evaluator with its own clock."""
+
+    train_seconds: float = Field(gt=0, description="wall clock of one seed's command")
+    total_seconds: float | None = Field(default=None, gt=0, description="whole evaluation, all seeds")
+    eval_seconds: float = Field(default=300, gt=0, description="the protected evaluation step of one seed")
+    preflight_seconds: float = Field(default=120, gt=0)
+    memory_gb: float | None = Field(default=None, gt=0, description="resident memory of the trial's process tree")
+    artifact_bytes: int | None = Field(default=None, gt=0)
+    processes: int = Field(default=256, ge=8, description="processes the trial may run at once")
+    open_files: int = Field(default=1024, ge=16)
+    file_bytes: int = Field(default=4 * 1024**3, gt=0, description="largest single file the trial may write")
+    disk_bytes: int = Field(default=8 * 1024**3, gt=0, description="total size of the trial's working folder")
+    output_bytes: int = Field(default=256 * 1024, ge=1024, description="captured stdout/stderr per stream kept")
+    grace_seconds: float = Field(default=3, ge=0, description="between SIGTERM and SIGKILL")
+
+
+class SpecialistSpec(_Model):
+    """A role on the roster: a name, and optionally the recipe's own brief."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    brief: str | None = None
+
+
+class Knob(_Model):
+    """A numeric module-level constant that a sweep may tune."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> Knob:
+        if not self.low < self.high:
+            raise ValueError(f"knob {self.name}: low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"knob {self.name}: a log-scale range needs low > 0")
+        return self
+
+
+class Recipe(_Model):
+    """A validated recipe.  ``root`` is the folder it was loaded from."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    description: str = ""
+    editable: tuple[str, ...] = Field(min_length=1)
+    protected: tuple[str, ...] = ()
+    command: str = Field(min_length=1)
+    preflight: str | None = None
+    evaluate: str | None = Field(default=None, description="protected evaluation command, run after training")
+    metric: MetricSpec
+    metric_regex: dict[str, str] = Field(default_factory=dict)
+    gates: tuple[Gate, ...] = ()
+    limits: Limits
+    artifact: ArtifactRule = ArtifactRule()
+    seeds: int = Field(default=1, ge=1, le=100)
+    specialists: tuple[SpecialistSpec, ...] = tuple(SpecialistSpec(name=n) for n in DEFAULT_ROSTER)
+    knowledge: tuple[str, ...] = ()
+    knobs: tuple[Knob, ...] = ()
+    network: bool = Field(default=False, description="let trial processes reach the network")
+    min_improvement: float = Field(default=0.0, ge=0, description="smallest gain that counts, beyond the noise")
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("specialists", mode="before")
+    @classmethod
+    def _roster(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [{"name": s} if isinstance(s, str) else s for s in v]
+        return v
+
+    @field_validator("editable", "protected", "knowledge")
+    @classmethod
+    def _relative(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            pp = PurePosixPath(p)
+            if pp.is_absolute() or ".." in pp.parts or p.strip() != p or not p:
+                raise ValueError(f"{p!r} must be a plain relative path inside the recipe folder")
+        return v
+
+    @field_validator("metric_regex")
+    @classmethod
+    def _regexes(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, pattern in v.items():
+            try:
+                compiled = re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"metric_regex[{name}]: not a regular expression ({e})") from None
+            if compiled.groups < 1:
+                raise ValueError(f"metric_regex[{name}]: needs one capture group around the number")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        overlap = set(self.editable) & set(self.protected)
+        if overlap:
+            raise ValueError(f"files both editable and protected: {sorted(overlap)}")
+        names = [s.name for s in self.specialists]
+        if len(set(names)) != len(names):
+            raise ValueError(f"specialists: duplicate roles in {names}")
+        return self
+
+    # ----- derived facts -------------------------------------------------
+    @property
+    def yaml_path(self) -> Path:
+        return self.root / RECIPE_FILE
+
+    @property
+    def direction(self) -> int:
+        """+1 when higher is better, -1 when lower is better."""
+        return 1 if self.metric.goal == "maximize" else -1
+
+    def is_editable(self, rel: str) -> bool:
+        return rel in self.editable
+
+    def snapshot_files(self) -> Iterator[str]:
+        """Relative paths of every file of the recipe that a trial evaluates."""
+        for p in sorted(self.root.rglob("*")):
+            rel = p.relative_to(self.root)
+            if not p.is_file() or p.is_symlink() or any(part in IGNORED_PARTS for part in rel.parts):
+                continue
+            if rel.as_posix() == RECIPE_FILE or p.suffix in IGNORED_SUFFIXES or rel.parts[0].startswith("."):
+                continue
+            yield rel.as_posix()
+
+    def protected_hashes(self) -> dict[str, str]:
+        """sha256 of every file a trial may not change (all but the editable ones)."""
+        return {rel: file_sha256(self.root / rel) for rel in self.snapshot_files() if rel not in self.editable}
+
+    def knowledge_text(self, limit: int = 20_000) -> str:
+        parts = []
+        for rel in self.knowledge:
+            parts.append(f"## {rel}\n\n{(self.root / rel).read_text(errors='replace')}")
+        return "\n\n".join(parts)[:limit]
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude={"root"}, exclude_defaults=True)
+        data.setdefault("limits", self.limits.model_dump(mode="json", exclude_defaults=True))
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid recipe"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = sorted(Recipe.model_fields) if len(e["loc"]) == 1 else None
+            msg = "unknown field" + (f"; allowed fields: {', '.join(a for a in allowed if a != 'root')}" if allowed else "")
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and not isinstance(e["input"], (dict, list)):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"  field '{loc}': {msg}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path, profile: str | None = None) -> Recipe:
+    """Load and validate a recipe folder (or its ``recipe.yaml``).
+
+    ``profile`` selects an entry of the file's ``profiles:`` mapping, whose
+    fields override the top level (e.g. ``tiny`` for a CPU-sized run).
+
+    Raises:
+        RecipeError: naming the file, the field and what is allowed.
+    """
+    path = Path(path)
+    yaml_path = path / RECIPE_FILE if path.is_dir() else path
+    root = yaml_path.parent
+    if not yaml_path.is_file():
+        raise RecipeError(f"{yaml_path}: no recipe file here (a recipe is a folder with a {RECIPE_FILE})")
+    try:
+        raw = yaml.safe_load(yaml_path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{yaml_path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{yaml_path}: must be a mapping of fields (name, editable, command, metric, limits, ...)")
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise RecipeError(f"{yaml_path}: field 'profiles': must map profile names to field overrides")
+    if profile is not None:
+        if profile not in profiles:
+            raise RecipeError(
+                f"{yaml_path}: no profile {profile!r}; this recipe has: {', '.join(sorted(profiles)) or 'none'}"
+            )
+        raw = _deep_merge(raw, profiles[profile])
+    try:
+        recipe = Recipe.model_validate({**raw, "root": root.resolve()})
+    except ValidationError as e:
+        raise RecipeError(_format_error(yaml_path, e)) from None
+    _check_files(yaml_path, recipe)
+    return recipe
+
+
+def _check_files(yaml_path: Path, recipe: Recipe) -> None:
+    for field in ("editable", "protected", "knowledge"):
+        for rel in getattr(recipe, field):
+            p = recipe.root / rel
+            if p.is_symlink() or not p.is_file():
+                raise RecipeError(f"{yaml_path}: field '{field}': {rel!r} is not a regular file in {recipe.root}")
+    for k in recipe.knobs:
+        if k.file is not None and k.file not in recipe.editable:
+            raise RecipeError(f"{yaml_path}: field 'knobs': {k.name} names {k.file!r}, which is not editable")
+    for i, g in enumerate(recipe.gates):
+        if not math.isfinite(g.value):
+            raise RecipeError(f"{yaml_path}: field 'gates.{i}.value': must be a finite number (got {g.value})")

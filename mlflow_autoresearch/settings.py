@@ -1,0 +1,66 @@
+"""One typed settings object; environment variables use the prefix ``AUTORESEARCH_``.
+
+The CLI builds it from flags; library code receives it.  Validation errors
+name the field, like recipe errors do.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlflow_autoresearch._errors import UsageError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The tracking store: the flag, then ``MLFLOW_TRACKING_URI``, then ``./mlflow.db``.
+
+    Always explicit: MLflow's own default can flip to the retired file store.
+    """
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+class Settings(BaseSettings):
+    """Everything the loop needs besides the recipe."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTORESEARCH_", extra="forbid", frozen=True)
+
+    tracking_uri: str | None = None
+    experiment: str | None = Field(default=None, description="experiment name; default: the recipe's name")
+    profile: str | None = None
+    trials: int = Field(default=20, ge=0, le=100_000)
+    agent: Literal["offline", "claude", "auto"] = "auto"
+    worker: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    slots: int | None = Field(default=None, ge=1, le=64, description="evaluation slots; default one per GPU, else 1")
+    proposals_ahead: int = Field(default=1, ge=0, le=32, description="proposals in flight beyond the slots")
+    wall_seconds: float | None = Field(default=None, gt=0)
+    dollars: float | None = Field(default=None, gt=0, description="LLM spend budget in USD")
+    seed: int = 0
+    backend: str = Field(default="local", description="MLflow project backend for evaluations")
+    backend_config: str | None = None
+    in_process: bool = Field(default=False, description="evaluate in this process instead of mlflow.projects.run")
+    model: str = "claude-sonnet-4-5"
+    max_turns: int = Field(default=24, ge=1, le=200)
+    max_tokens: int = Field(default=8000, ge=256, le=64_000)
+    anthropic_base_url: str | None = None
+    prices: str | None = Field(default=None, description="JSON or file: {model: [usd per Mtok in, out]}")
+    steering_file: str | None = None
+    sweep_points: int = Field(default=0, ge=0, description="Optuna points after each kept trial with knobs")
+    lease_seconds: float = Field(default=120, ge=5)
+
+
+def make_settings(**values: object) -> Settings:
+    """Settings from flags (None means: not given) over the environment."""
+    try:
+        return Settings(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as e:
+        lines = ["invalid settings"]
+        for err in e.errors():
+            field = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  --{field.replace('_', '-')} (or AUTORESEARCH_{field.upper()}): {err['msg']}")
+        raise UsageError("\n".join(lines)) from None

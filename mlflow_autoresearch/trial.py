@@ -1,0 +1,237 @@
+"""Trials as MLflow runs: create one from code, evaluate it, record the facts.
+
+This is the one path from code to a recorded trial.  ``autoresearch evaluate``,
+the ``evaluate`` MLproject entry point and the loop all call
+:func:`evaluate_trial`, which calls :func:`~mlflow_autoresearch.evaluator.evaluate_code`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlflow_autoresearch import schema as S
+from mlflow_autoresearch._errors import HarnessError, RecipeError, StoreError
+from mlflow_autoresearch.evaluator import Evaluation, evaluate_code
+from mlflow_autoresearch.evaluator._core import Progress
+from mlflow_autoresearch.lineage import Lineage, LineageStore, TrialDraft, TrialRecord, read_snapshot, write_snapshot
+from mlflow_autoresearch.outcome import Decision, Outcome
+from mlflow_autoresearch.recipe import Recipe, load_recipe
+
+logger = logging.getLogger(__name__)
+
+BASELINE = "baseline"
+
+
+def recipe_files(recipe: Recipe) -> dict[str, bytes]:
+    """The recipe's own code: the baseline snapshot."""
+    return read_snapshot(recipe.root, list(recipe.snapshot_files()))
+
+
+def make_patch(parent: Mapping[str, bytes], child: Mapping[str, bytes]) -> str:
+    """A unified diff from the parent's snapshot to the child's."""
+    out: list[str] = []
+    for rel in sorted(set(parent) | set(child)):
+        a = parent.get(rel, b"").decode(errors="replace").splitlines(keepends=True)
+        b = child.get(rel, b"").decode(errors="replace").splitlines(keepends=True)
+        if a != b:
+            out.extend(difflib.unified_diff(a, b, f"a/{rel}", f"b/{rel}"))
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)
+
+
+def recipe_tags(recipe: Recipe, profile: str | None) -> dict[str, str]:
+    tags = {S.RECIPE: recipe.name, S.RECIPE_DIR: str(recipe.root), S.SCORE_NAME: recipe.metric.name}
+    if profile:
+        tags[S.PROFILE] = profile
+    return tags
+
+
+def create_trial(
+    store: LineageStore,
+    recipe: Recipe,
+    files: Mapping[str, bytes],
+    *,
+    specialist: str,
+    hypothesis: str,
+    parent: TrialRecord | None = None,
+    parent_files: Mapping[str, bytes] | None = None,
+    profile: str | None = None,
+    **draft_fields,
+) -> TrialRecord:
+    """Record a RUNNING trial with its full code and its patch against the parent."""
+    if parent is not None and parent_files is None:
+        parent_files = store.code(parent.run_id)
+    patch = make_patch(parent_files or {}, files) if parent is not None else ""
+    tags = {**recipe_tags(recipe, profile), **draft_fields.pop("tags", {})}
+    draft = TrialDraft(files=dict(files), specialist=specialist, hypothesis=hypothesis,
+                       parent_id=parent.run_id if parent else None, patch=patch, tags=tags, **draft_fields)
+    return store.create_trial(draft)
+
+
+def accept(evaluation: Evaluation, trial: TrialRecord, lineage: Lineage, recipe: Recipe) -> tuple[Decision, str]:
+    """Keep only what beats the current best by more than the noise margin."""
+    if trial.specialist == BASELINE:
+        return Decision.BASELINE, "the recipe's own code: the reference every trial is compared with"
+    if evaluation.outcome is not Outcome.OK:
+        return Decision.DISCARD, f"{evaluation.outcome.value}: {evaluation.reason}"
+    best = lineage.best
+    margin = max(recipe.min_improvement, lineage.noise())
+    if best is None:
+        return Decision.KEEP, "first trial to pass every gate"
+    if lineage.direction.better(evaluation.score, best.score, margin):
+        gain = lineage.direction.gain(evaluation.score, best.score)
+        return Decision.KEEP, f"beats the best ({best.short}, {best.score:.5g}) by {gain:.4g} (> margin {margin:.4g})"
+    return Decision.DISCARD, (f"{recipe.metric.name} {evaluation.score:.5g} does not beat the best ({best.short}, "
+                              f"{best.score:.5g}) by more than the margin {margin:.4g}")
+
+
+def feedback_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | None,
+                  best: TrialRecord | None, decision: Decision, reason: str) -> str:
+    """What the next agent reads: outcome, score against parent and best, limits, the error."""
+    ev, lim = evaluation, recipe.limits
+    lines = [f"outcome: {ev.outcome.value}" + (" (near miss)" if ev.near_miss else "") + f" — {ev.reason}"]
+    if ev.score is not None:
+        vs = []
+        if parent is not None and parent.score is not None:
+            vs.append(f"parent {parent.short} {parent.score:.5g}")
+        if best is not None and best.score is not None:
+            vs.append(f"best {best.short} {best.score:.5g}")
+        lines.append(f"score {recipe.metric.name} = {ev.score:.5g} ({recipe.metric.goal})"
+                     + (f"; vs {', '.join(vs)}" if vs else ""))
+    for g in ev.gates:
+        if g.observed is not None:
+            lines.append(f"gate {g.gate}: {g.observed:.6g}, margin {g.margin:+.6g}"
+                         + ("" if g.passed else f" (near-miss band {g.band:g})"))
+    if ev.train_seconds is not None:
+        lines.append(f"time: {ev.train_seconds:.2f} s per seed of the {lim.train_seconds:g} s limit (evaluator clock)")
+    if ev.artifact_bytes is not None and lim.artifact_bytes:
+        lines.append(f"size: {ev.artifact_bytes:,} of {lim.artifact_bytes:,} bytes")
+    if ev.error_tail:
+        lines.append(f"error ({ev.error_type or 'no exception type'}), last lines:\n" + "\n".join(ev.error_tail.splitlines()[-8:]))
+    lines.append(f"decision: {decision.value} — {reason}")
+    return "\n".join(lines)
+
+
+def note_markdown(trial: TrialRecord, evaluation: Evaluation, feedback: str, patch: str,
+                  parent: TrialRecord | None) -> str:
+    """The run's description in the MLflow UI."""
+    added = sum(1 for ln in patch.splitlines() if ln.startswith("+") and not ln.startswith("+++"))
+    removed = sum(1 for ln in patch.splitlines() if ln.startswith("-") and not ln.startswith("---"))
+    files = sorted({ln[6:] for ln in patch.splitlines() if ln.startswith("+++ b/")})
+    md = [f"### {trial.name}", f"**Specialist:** {trial.specialist}  ", f"**Hypothesis:** {trial.hypothesis}  "]
+    if parent is not None:
+        md.append(f"**Parent:** {parent.name} (score {parent.score if parent.score is not None else '—'})  ")
+    md.append(f"**Outcome:** `{evaluation.outcome.value}`  ")
+    if evaluation.score is not None:
+        md.append(f"**Score:** {evaluation.score:.5g}  ")
+    if files:
+        md.append(f"**Diff:** {', '.join(files)} (+{added} −{removed})  ")
+    md += ["", "```", feedback, "```"]
+    return S.clip("\n".join(md))
+
+
+def evaluate_trial(
+    store: LineageStore,
+    run_id: str,
+    *,
+    recipe: Recipe | None = None,
+    seeds: int | None = None,
+    extra_env: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> TrialRecord:
+    """Evaluate a recorded trial, decide keep or discard, record everything, end the run.
+
+    The trial's failure is data; only a failure of the harness raises
+    (and is recorded as ``harness_error`` first, when the store allows).
+    """
+    trial = store.get(run_id)
+    if recipe is None:
+        recipe = recipe_of(trial)
+    try:
+        with tempfile.TemporaryDirectory(prefix="autoresearch-code-") as tmp, \
+                tempfile.TemporaryDirectory(prefix="autoresearch-logs-") as logdir:
+            code_dir = Path(tmp)
+            write_snapshot(store.code(run_id), code_dir)
+            evaluation = evaluate_code(recipe, code_dir, seeds=seeds, extra_env=extra_env, progress=progress,
+                                       keep_logs_in=Path(logdir))
+            return record_evaluation(store, trial, evaluation, recipe)
+    except (HarnessError, OSError) as e:
+        logger.error("harness error while evaluating %s: %s", run_id, e)
+        store.record_result(run_id, tags={S.OUTCOME: Outcome.HARNESS_ERROR.value, S.DECISION: Decision.DISCARD.value,
+                                          S.FEEDBACK: f"harness_error: {e} (not the trial's fault; it may be retried)"},
+                            metrics={}, artifacts={}, status="FAILED")
+        raise
+
+
+def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evaluation, recipe: Recipe) -> TrialRecord:
+    lineage = Lineage([t for t in store.trials() if t.run_id != trial.run_id], recipe.metric.goal)
+    parent = lineage.by_id.get(trial.parent_id) if trial.parent_id else None
+    decision, reason = accept(evaluation, trial, lineage, recipe)
+    feedback = feedback_text(evaluation, recipe, parent, lineage.best, decision, reason)
+    patch = store.read_artifact(trial.run_id, S.PATCH) or ""
+    metrics = dict(evaluation.metrics)
+    for i, m in enumerate(evaluation.seed_metrics):
+        for k in (recipe.metric.name, *(g.metric for g in recipe.gates)):
+            if k in m:
+                metrics[f"{k}.seed{i}"] = m[k]
+    tags = {
+        S.OUTCOME: evaluation.outcome.value,
+        S.DECISION: decision.value,
+        S.REASON: S.clip(reason, 1000),
+        S.FEEDBACK: S.clip(feedback, S.FEEDBACK_TAG_LIMIT),
+        S.NEAR_MISS: "true" if evaluation.near_miss else "false",
+        S.SCORE_NAME: recipe.metric.name,
+        S.NOTE: note_markdown(trial, evaluation, feedback, patch, parent),
+    }
+    artifacts = {S.FEEDBACK_JSON: json.dumps({**evaluation.to_dict(), "decision": decision.value,
+                                              "decision_reason": reason, "feedback": feedback}, indent=2)}
+    files = {f"{S.LOGS_DIR}/{name}": path for name, path in evaluation.logs.items()}
+    steps = {k: v for k, v in evaluation.histories.items() if len(v) > 1}
+    status = "FAILED" if evaluation.outcome is Outcome.HARNESS_ERROR else "FINISHED"
+    return store.record_result(trial.run_id, tags=tags, metrics=metrics, artifacts=artifacts, files=files,
+                               status=status, step_metrics=steps)
+
+
+def recipe_of(trial: TrialRecord) -> Recipe:
+    """The trusted recipe of a trial: from the folder named on the run (never from its code)."""
+    folder = trial.tags.get(S.RECIPE_DIR)
+    if not folder:
+        raise StoreError(f"run {trial.run_id} has no {S.RECIPE_DIR} tag; pass the recipe folder explicitly")
+    try:
+        return load_recipe(folder, trial.tags.get(S.PROFILE))
+    except RecipeError as e:
+        raise RecipeError(f"the recipe of run {trial.run_id} cannot be loaded (pass --recipe): {e}") from None
+
+
+def evaluate_folder(
+    store: LineageStore,
+    recipe: Recipe,
+    code: Path | None = None,
+    *,
+    profile: str | None = None,
+    seeds: int | None = None,
+    progress: Progress | None = None,
+) -> TrialRecord:
+    """``autoresearch evaluate``: record ``code`` (default: the recipe's own) as a trial and score it.
+
+    The recipe's own code becomes the baseline when the experiment has none.
+    """
+    files = recipe_files(recipe)
+    if code is not None:
+        missing = [rel for rel in recipe.editable if not (Path(code) / rel).is_file()]
+        if missing:
+            raise RecipeError(f"{code}: missing editable file(s) {', '.join(missing)}")
+        files.update(read_snapshot(Path(code), list(recipe.editable)))
+    lineage = Lineage(store.trials(), recipe.metric.goal)
+    base = lineage.baseline
+    if base is None:
+        trial = create_trial(store, recipe, files, specialist=BASELINE, profile=profile,
+                             hypothesis="baseline: the recipe's own code", backend="none")
+    else:
+        trial = create_trial(store, recipe, files, specialist="manual", parent=base, profile=profile,
+                             hypothesis=f"manual submission from {code or recipe.root}", backend="none")
+    return evaluate_trial(store, trial.run_id, recipe=recipe, seeds=seeds, progress=progress)
