@@ -134,9 +134,25 @@ def main() -> None:
     cli(prog_name="autoresearch")
 
 
+# Commands that live beside the feature they drive: name -> "module:click_command".
+BUILTIN_COMMANDS = {
+    "init": "mlflow_autoresearch.onboard:init_command",
+    "sweep": "mlflow_autoresearch.sweep:sweep_command",
+    "report": "mlflow_autoresearch.report:report_command",
+}
+
+
 def _load_plugins() -> None:
-    """Subcommands contributed by other modules of this package or by plug-ins."""
+    """Subcommands of other modules of this package, then plug-ins' (entry points)."""
+    import importlib
     from importlib.metadata import entry_points
+
+    for name, target in BUILTIN_COMMANDS.items():
+        module, attr = target.split(":")
+        try:
+            cli.add_command(getattr(importlib.import_module(module), attr), name)
+        except (ImportError, AttributeError) as e:
+            logger.debug("command %s unavailable: %s", name, e)
 
     for ep in entry_points(group="mlflow_autoresearch.commands"):
         try:
