@@ -1,0 +1,22 @@
+"""Specialists: roles (data files) plus backends (Claude, the offline playbook)."""
+
+from mlflow_autoresearch.specialists._base import Edit, Proposal, ProposalContext, Role, Specialist, Usage
+from mlflow_autoresearch.specialists._edits import EditSession, apply_edits
+from mlflow_autoresearch.specialists._registry import make_specialist, resolve_agent
+from mlflow_autoresearch.specialists._roles import builtin_roles, prompt, roster
+
+__all__ = [
+    "Edit",
+    "EditSession",
+    "Proposal",
+    "ProposalContext",
+    "Role",
+    "Specialist",
+    "Usage",
+    "apply_edits",
+    "builtin_roles",
+    "make_specialist",
+    "prompt",
+    "resolve_agent",
+    "roster",
+]

@@ -1,0 +1,53 @@
+"""Specialist backends by name: built-ins plus plug-ins (entry point group
+``mlflow_autoresearch.specialists``).  An unknown name lists what exists; a
+plug-in that fails to load is skipped with a warning."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from mlflow_autoresearch._errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+BUILTIN = {
+    "offline": "mlflow_autoresearch.specialists._offline:OfflineSpecialist",
+    "claude": "mlflow_autoresearch.specialists._claude:ClaudeSpecialist",
+}
+
+
+def _factories() -> dict[str, Callable[..., Any]]:
+    from importlib.metadata import entry_points
+
+    out: dict[str, Callable[..., Any]] = {}
+    for name, target in BUILTIN.items():
+        module, attr = target.split(":")
+        out[name] = lambda m=module, a=attr, **kw: getattr(importlib.import_module(m), a)(**kw)
+    for ep in entry_points(group="mlflow_autoresearch.specialists"):
+        try:
+            out[ep.name] = ep.load()
+        except Exception as e:  # a broken plug-in must not break the loop
+            logger.warning("specialist plug-in %r failed to load: %s", ep.name, e)
+    return out
+
+
+def resolve_agent(agent: str) -> str:
+    """``auto`` means claude when an API key (or a base URL) is set, else offline."""
+    if agent != "auto":
+        return agent
+    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        return "claude"
+    return "offline"
+
+
+def make_specialist(agent: str, **options: Any):
+    """Build the backend named ``agent`` (after resolving ``auto``)."""
+    name = resolve_agent(agent)
+    factories = _factories()
+    if name not in factories:
+        raise UsageError(f"unknown agent {agent!r}; available: {', '.join(sorted(factories))}, auto")
+    return factories[name](**options)
