@@ -32,6 +32,22 @@ class HarnessError(AutoresearchError):
     """The evaluator or the loop itself failed; not the trial's fault."""
 
 
+class ModelUnavailable(HarnessError):
+    """The model API stayed unreachable or overloaded for the whole retry budget.
+
+    Not the proposal's fault: the loop pauses proposing, says so, and tries
+    again later.  ``status`` is the last HTTP status (``None`` for a timeout or
+    a connection failure); ``retry_after`` is the server's last hint in seconds.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 waited_seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.waited_seconds = waited_seconds
+
+
 class StoreError(AutoresearchError):
     """The lineage store refused or failed an operation."""
 
