@@ -196,12 +196,9 @@ class Recipe(_Model):
     def snapshot_files(self) -> Iterator[str]:
         """Relative paths of every file of the recipe that a trial evaluates."""
         for p in sorted(self.root.rglob("*")):
-            rel = p.relative_to(self.root)
-            if not p.is_file() or p.is_symlink() or any(part in IGNORED_PARTS for part in rel.parts):
-                continue
-            if rel.as_posix() == RECIPE_FILE or p.suffix in IGNORED_SUFFIXES or rel.parts[0].startswith("."):
-                continue
-            yield rel.as_posix()
+            rel = p.relative_to(self.root).as_posix()
+            if p.is_file() and not p.is_symlink() and in_snapshot(rel):
+                yield rel
 
     def protected_hashes(self) -> dict[str, str]:
         """sha256 of every file a trial may not change (all but the editable ones)."""
@@ -217,6 +214,14 @@ class Recipe(_Model):
         data = self.model_dump(mode="json", exclude={"root"}, exclude_defaults=True)
         data.setdefault("limits", self.limits.model_dump(mode="json", exclude_defaults=True))
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def in_snapshot(rel: str) -> bool:
+    """Whether a relative path can be part of a code snapshot (not the recipe file, caches, outputs)."""
+    parts = PurePosixPath(rel).parts
+    if not parts or rel == RECIPE_FILE or parts[0].startswith(".") or any(p in IGNORED_PARTS for p in parts):
+        return False
+    return not rel.endswith(IGNORED_SUFFIXES)
 
 
 def file_sha256(path: Path) -> str:

@@ -33,7 +33,7 @@ from mlflow_autoresearch.evaluator._sandbox import (
     scrubbed_env,
 )
 from mlflow_autoresearch.outcome import Outcome
-from mlflow_autoresearch.recipe import Recipe, file_sha256
+from mlflow_autoresearch.recipe import Recipe, file_sha256, in_snapshot
 from mlflow_autoresearch.schema import EVALUATOR_METRICS
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ def check_code(recipe: Recipe, code_dir: Path) -> tuple[Outcome, str] | None:
     present: set[str] = set()
     for p in sorted(code_dir.rglob("*")):
         rel = p.relative_to(code_dir).as_posix()
+        if not in_snapshot(rel):
+            continue  # never staged: recipe.yaml, caches, outputs
         if p.is_symlink():
             return Outcome.PROTECTED_VIOLATION, f"{rel} is a symbolic link; trial code must be plain files"
         if p.is_file():
@@ -173,11 +175,16 @@ def _failure(step: str, r: ProcessResult, recipe: Recipe, wall_limit: float) -> 
         return _Stop(Outcome.CRASHED, f"{step} wrote more than the disk limit of {recipe.limits.disk_bytes:,} bytes "
                      "in its working folder", r)
     if r.limit == "processes":
-        return _Stop(Outcome.CRASHED, f"{step} started more than {recipe.limits.processes} processes", r)
+        return _Stop(Outcome.CRASHED, f"{step} reached the limit of {recipe.limits.processes} processes "
+                     "(a fork bomb?) and was killed", r)
     if r.limit == "stopped":
         return _Stop(Outcome.HARNESS_ERROR, f"{step} was stopped because the evaluator was shut down", r)
-    if r.returncode == -25 or (exc_type is None and "File size limit" in tail):
-        return _Stop(Outcome.CRASHED, f"{step} wrote a file over the {recipe.limits.file_bytes:,}-byte file limit", r)
+    if r.limit == "supervisor":
+        return _Stop(Outcome.CRASHED, f"{step}: the evaluator's supervisor process was killed (signal "
+                     f"{-r.returncode}) while the trial ran; the trial's processes were killed", r)
+    if r.returncode != 0 and (r.returncode == -25 or "File too large" in tail or "File size limit" in tail):
+        return _Stop(Outcome.CRASHED, f"{step} wrote a file over the {recipe.limits.file_bytes:,}-byte file limit "
+                     f"(failed with {exc_type or 'SIGXFSZ'})", r)
     if r.returncode != 0:
         what = f"{exc_type}" if exc_type else (f"signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}")
         return _Stop(Outcome.CRASHED, f"{step} failed with {what}", r)
@@ -240,6 +247,7 @@ def evaluate_code(
     logs: dict[str, Path] = {}
     notes: set[str] = {f"sandbox={sandbox_level()}"}
     stop: _Stop | None = None
+    stop_error: tuple[str | None, str] = (None, "")
     gpu = extra_env.get("CUDA_VISIBLE_DEVICES") if extra_env else None
 
     with Workspace(workspace_base) as ws:
@@ -327,6 +335,8 @@ def evaluate_code(
                                 f"over the {lim.artifact_bytes:,}-byte limit", r)
         except _Stop as s:
             stop = s
+            # Read the error while the workspace (and its logs) still exists.
+            stop_error = error_summary(s.result.stderr()) if s.result else (None, "")
         finally:
             if keep_logs_in is not None:
                 keep_logs_in.mkdir(parents=True, exist_ok=True)
@@ -342,7 +352,7 @@ def evaluate_code(
                   train_seconds=train_seconds, total_seconds=total, artifact_bytes=artifact,
                   logs=logs if keep_logs_in is not None else {}, notes=tuple(sorted(notes)))
     if stop is not None:
-        exc_type, tail = error_summary(stop.result.stderr()) if stop.result else (None, "")
+        exc_type, tail = stop_error
         return Evaluation(outcome=stop.outcome, reason=stop.reason, score=None, error_type=exc_type,
                           error_tail=tail, gates=_gates(recipe, metrics) if metrics else (), **common)
     gates = _gates(recipe, metrics)

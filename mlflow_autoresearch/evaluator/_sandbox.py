@@ -13,9 +13,11 @@ import os
 import pwd
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +66,7 @@ class ProcessResult:
     returncode: int
     wall_seconds: float
     timed_out: bool
-    limit: str | None  # memory | processes | disk | stopped
+    limit: str | None  # memory | processes | disk | stopped | supervisor
     peak_rss_bytes: int
     leftover: int  # processes still alive after the command exited, then killed
     stdout_path: Path
@@ -223,6 +225,8 @@ class Workspace:
             "gid": self.identity[1] if self.identity else None,
             "stdout_path": str(self.logs / f"{name}.stdout.txt"),
             "stderr_path": str(self.logs / f"{name}.stderr.txt"),
+            "pid_path": str(self.logs / f"{name}.pid"),
+            "bind": os.path.realpath(self.root),
             "limits": {
                 "memory_bytes": limits.memory_bytes,
                 "processes": limits.processes,
@@ -233,6 +237,7 @@ class Workspace:
                 "grace_seconds": limits.grace_seconds,
             },
         }
+        started = time.monotonic()
         sup = subprocess.Popen(
             [sys.executable, "-I", str(SUPERVISOR)],
             stdin=subprocess.PIPE,
@@ -256,6 +261,9 @@ class Workspace:
             except subprocess.TimeoutExpired:
                 sup.kill()
             raise
+        if sup.returncode < 0:
+            # Killed by a signal we did not send: in same-user mode the trial itself can do that.
+            return self._supervisor_killed(spec, -sup.returncode, time.monotonic() - started)
         if sup.returncode != 0:
             raise HarnessError(f"supervisor for {name!r} failed ({sup.returncode}): {err.decode(errors='replace')[-2000:]}")
         r = json.loads(out)
@@ -273,6 +281,28 @@ class Workspace:
             truncated=r["truncated"],
             notes=tuple(r["notes"]),
         )
+
+    @staticmethod
+    def _supervisor_killed(spec: dict, signum: int, wall: float) -> ProcessResult:
+        """The supervisor died mid-run: end the trial's process group and report it as the trial's fault.
+
+        Its first process already got SIGKILL (``PR_SET_PDEATHSIG``); processes
+        that left the group and outlived the supervisor cannot be found here.
+        """
+        try:
+            pgid = int(Path(spec["pid_path"]).read_text())
+            os.killpg(pgid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        for key in ("stdout_path", "stderr_path"):
+            p = Path(spec[key])
+            if not p.exists():
+                p.write_bytes(b"")
+        logger.warning("the supervisor of a trial was killed by signal %d; the trial is reported as crashed", signum)
+        return ProcessResult(returncode=-signum, wall_seconds=wall, timed_out=False, limit="supervisor",
+                             peak_rss_bytes=0, leftover=0, stdout_path=Path(spec["stdout_path"]),
+                             stderr_path=Path(spec["stderr_path"]), stdout_bytes=0, stderr_bytes=0,
+                             truncated=False, notes=("supervisor-killed",))
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -18,6 +18,12 @@ Containment, in order of strength:
   process count; every second: bytes under the working folder.
 * A new network namespace (no interfaces but a down loopback) when the spec
   says ``network: false`` and the kernel allows it.
+* As root, a private mount namespace: fresh size-limited ``/tmp``,
+  ``/var/tmp`` and ``/dev/shm`` (only the evaluation's own workspace is
+  bound back in), and a ``/proc`` that hides other users' processes.  Writes
+  outside the working folder are then bounded, and other trials' folders and
+  the evaluator's command line are out of sight.
+* ``PR_SET_PDEATHSIG``: the trial's first process dies with the supervisor.
 * stdout and stderr are read through pipes and kept bounded (head and tail).
 """
 
@@ -33,10 +39,16 @@ import threading
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 POLL = 0.05
+DISK_POLL_MIN = 0.25
 _STOP = []  # set by SIGTERM: the evaluator is shutting down, end the trial now
 
 
@@ -160,35 +172,90 @@ def _kill_tree(main_pid: int, sig: int) -> int:
     return len([p for p in pids if table[p][1] != "Z"])
 
 
+def _live_descendants() -> list[int]:
+    table = _proc_table()
+    return [p for p in _descendants(os.getpid(), table) if table[p][1] != "Z"]
+
+
 def _sweep(main_pid: int) -> int:
-    """Kill everything left in the tree until nothing is; returns the number of leftovers."""
-    first = None
+    """Kill everything left in the tree until nothing is; returns how many were left running.
+
+    Counted before the first kill, so children still in the trial's process
+    group (killed by the group signal) are reported as well as daemons.
+    """
+    leftover = len(_live_descendants())
     for _ in range(100):
-        n = _kill_tree(main_pid, signal.SIGKILL)
-        first = n if first is None else first
-        if n == 0:
+        if _kill_tree(main_pid, signal.SIGKILL) == 0:
             break
         time.sleep(0.02)
-    return first or 0
+    return leftover
+
+
+def _enc(v: str | None) -> bytes | None:
+    return v.encode() if isinstance(v, str) else v
+
+
+def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> bool:
+    return libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) == 0
+
+
+def _private_mounts(libc, spec: dict) -> list[str]:
+    """In a fresh mount namespace: private tmp folders and a /proc that hides other users.
+
+    Runs in the child before it drops to the sandbox user (needs root).  Only
+    the workspace (``spec['bind']``) is bound back into the private /tmp.
+    Returns notes on what could not be done; never leaks a mount to the host:
+    if making the namespace private fails, nothing is mounted.
+    """
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return ["tmp-not-private"]
+    if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None):
+        return ["tmp-not-private"]
+    notes = []
+    keep = spec.get("bind")
+    keep_fd = os.open(keep, os.O_RDONLY | os.O_DIRECTORY) if keep else None
+    lim = spec["limits"]
+    for d in PRIVATE_TMP:
+        if not os.path.isdir(d) or os.path.islink(d):
+            continue
+        size = (lim.get("memory_bytes") or 2 * 1024**3) if d == "/dev/shm" else lim.get("tmp_bytes", 64 * 1024**2)
+        if not _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode=1777"):
+            notes.append(f"{d}-not-private")
+            continue
+        if keep and keep_fd is not None and (keep + "/").startswith(d.rstrip("/") + "/"):
+            os.makedirs(keep, mode=0o711, exist_ok=True)
+            if not _mount(libc, f"/proc/self/fd/{keep_fd}", keep, None, MS_BIND | MS_REC, None):
+                libc.umount2(d.encode(), MNT_DETACH)  # the workspace must stay reachable
+                notes.append(f"{d}-not-private")
+    if keep_fd is not None:
+        os.close(keep_fd)
+    if not _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"):
+        notes.append("proc-not-hidden")
+    os.chdir(spec["cwd"])  # through the bind mount, so relative and absolute paths agree
+    return notes
 
 
 def _preexec(spec: dict, status_w: int):
     def run() -> None:
         notes = []
+        libc = ctypes.CDLL(None, use_errno=True)
+        uid, gid = spec.get("uid"), spec.get("gid")
         if not spec.get("network", True):
-            libc = ctypes.CDLL(None, use_errno=True)
             if libc.unshare(CLONE_NEWNET) != 0 and libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
                 notes.append("network-not-isolated")
+        if uid is not None:
+            notes.extend(_private_mounts(libc, spec))
         lim = spec["limits"]
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_bytes"], lim["file_bytes"]))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        uid, gid = spec.get("uid"), spec.get("gid")
         if uid is not None:
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
             resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
+        # After the uid change, which clears it: the trial's first process dies with the supervisor.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.write(status_w, (",".join(notes) or "ok").encode())
         os.close(status_w)
 
@@ -234,9 +301,13 @@ def supervise(spec: dict) -> dict:
     for t in readers:
         t.start()
 
+    if spec.get("pid_path"):
+        # For the evaluator, should this supervisor be killed: the trial's process group.
+        with open(spec["pid_path"], "w") as f:
+            f.write(str(proc.pid))
     deadline = start + spec["wall_seconds"]
     mem_limit = lim.get("memory_bytes")
-    limit_hit, timed_out, peak, next_disk = None, False, 0, start + 1.0
+    limit_hit, timed_out, peak, next_disk = None, False, 0, start + DISK_POLL_MIN
     term_sent_at = None
     while proc.poll() is None:
         now = time.monotonic()
@@ -251,11 +322,14 @@ def supervise(spec: dict) -> dict:
                 timed_out = True
             elif mem_limit and rss > mem_limit:
                 limit_hit = "memory"
-            elif len(tree) > lim["processes"]:
+            elif len(tree) >= lim["processes"]:
+                # At the cap (RLIMIT_NPROC makes forks fail there): a fork bomb, not a slow program.
                 limit_hit = "processes"
             elif now >= next_disk:
-                next_disk = now + 1.0
-                if _dir_bytes(spec["cwd"]) > lim["disk_bytes"]:
+                used = _dir_bytes(spec["cwd"])
+                # Scan often while scans are cheap; a folder of many files is scanned less often.
+                next_disk = time.monotonic() + max(DISK_POLL_MIN, 5 * (time.monotonic() - now))
+                if used > lim["disk_bytes"]:
                     limit_hit = "disk"
             if timed_out or limit_hit:
                 # Memory and process blow-ups get no grace: they harm the machine.
