@@ -4,6 +4,7 @@ from mlflow_autoresearch.specialists._base import Edit, Proposal, ProposalContex
 from mlflow_autoresearch.specialists._edits import EditSession, apply_edits
 from mlflow_autoresearch.specialists._registry import make_specialist, resolve_agent
 from mlflow_autoresearch.specialists._roles import builtin_roles, prompt, roster
+from mlflow_autoresearch.specialists._tracing import link_trace
 
 __all__ = [
     "Edit",
@@ -15,6 +16,7 @@ __all__ = [
     "Usage",
     "apply_edits",
     "builtin_roles",
+    "link_trace",
     "make_specialist",
     "prompt",
     "resolve_agent",

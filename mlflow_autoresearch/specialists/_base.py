@@ -72,6 +72,7 @@ class Proposal:
     usage: Usage = Usage()
     transcript: str | None = None  # JSON text of the agent session, logged as an artifact
     invalid_reason: str | None = None
+    trace_id: str | None = None  # MLflow trace of the model calls; link it with specialists.link_trace
 
 
 @dataclass(frozen=True)
