@@ -33,7 +33,7 @@ from mlflow_autoresearch.evaluator._sandbox import (
     scrubbed_env,
 )
 from mlflow_autoresearch.outcome import Outcome
-from mlflow_autoresearch.recipe import Recipe, file_sha256, in_snapshot
+from mlflow_autoresearch.recipe import RECIPE_FILE, Recipe, file_sha256, in_snapshot
 from mlflow_autoresearch.schema import EVALUATOR_METRICS
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,13 @@ def _artifact_bytes(recipe: Recipe, code_dir: Path, workdir: Path) -> int:
     return total
 
 
+def _sha_or_none(path: Path) -> str | None:
+    try:
+        return None if path.is_symlink() else file_sha256(path)
+    except OSError:
+        return None
+
+
 def _changed_protected(recipe: Recipe, workdir: Path, expected: dict[str, str]) -> list[str]:
     changed = []
     for rel, digest in expected.items():
@@ -239,6 +246,7 @@ def evaluate_code(
 
     n_seeds = seeds or recipe.seeds
     expected = recipe.protected_hashes()
+    trusted = {rel: _sha_or_none(recipe.root / rel) for rel in (*recipe.snapshot_files(), RECIPE_FILE)}
     lim = recipe.limits
     seed_metrics: list[dict[str, float]] = []
     histories: dict[str, list[float]] = {}
@@ -259,6 +267,11 @@ def evaluate_code(
             notes.update(r.notes)
             if r.leftover:
                 notes.add(f"{name}: killed {r.leftover} process(es) left running after the command exited")
+            tampered = [rel for rel, digest in trusted.items() if _sha_or_none(recipe.root / rel) != digest]
+            if tampered:
+                # Only possible when containment is weaker (same-user mode): the trusted copy itself changed.
+                raise _Stop(Outcome.PROTECTED_VIOLATION, f"{name} changed the recipe's own files in {recipe.root}: "
+                            f"{', '.join(tampered[:5])}", r)
             return r
 
         def remaining() -> float:

@@ -1,0 +1,96 @@
+"""Helpers for the evaluator's suites: tiny pure-Python recipes run through the real sandbox.
+
+``run_trial(train_py, ...)`` (a fixture in conftest.py) writes a recipe whose baseline is the toy
+training script, stages a trial's code (the same protected files, the given
+``train.py``) and evaluates it with :func:`evaluate_code`.  Each call takes
+0.1-2 s: no torch, no MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mlflow_autoresearch.evaluator import Evaluation
+from mlflow_autoresearch.recipe import Recipe, load_recipe
+
+OK_LINES = "print('loss: 0.5')\nprint('accuracy: 0.9')\n"
+
+BASE_TRAIN = "SCORE = 0.5  # what this toy prints\nprint(f'loss: {SCORE}')\nprint('accuracy: 0.9')\n"
+
+BASE_SPEC: dict = {
+    "name": "toy",
+    "editable": ["train.py"],
+    "command": "python train.py",
+    "metric": {"name": "loss", "goal": "minimize"},
+    "gates": [{"metric": "accuracy", "op": ">=", "value": 0.85, "near_miss": 0.01}],
+    "limits": {"train_seconds": 20, "grace_seconds": 1},
+    "seeds": 1,
+}
+
+
+@dataclass
+class Ran:
+    """One evaluated trial: the evaluator's facts and where its bounded logs were kept."""
+
+    evaluation: Evaluation
+    recipe: Recipe
+    logs: Path
+    seconds: float  # the test's own clock around evaluate_code
+
+    def log(self, name: str) -> str:
+        p = self.logs / name
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    @property
+    def stdout(self) -> str:
+        return self.log("seed0.stdout.txt")
+
+
+def make_recipe(root: Path, *, spec: dict | None = None, limits: dict | None = None,
+                files: dict[str, str] | None = None) -> Recipe:
+    """A toy recipe folder under ``root``: ``BASE_SPEC`` updated by ``spec`` and ``limits``."""
+    full = copy.deepcopy(BASE_SPEC)
+    full.update(copy.deepcopy(spec or {}))
+    full["limits"] = {**full["limits"], **(limits or {})}
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in {"train.py": BASE_TRAIN, **(files or {})}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(textwrap.dedent(text))
+    (root / "recipe.yaml").write_text(yaml.safe_dump(full, sort_keys=False))
+    return load_recipe(root)
+
+
+def stage_code(recipe: Recipe, dest: Path, editable: dict[str, str]) -> Path:
+    """A trial's code folder: the recipe's files with the given editable files replaced."""
+    dest.mkdir(parents=True)
+    for rel in recipe.snapshot_files():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(recipe.root / rel, dest / rel)
+    for rel, text in editable.items():
+        (dest / rel).write_text(textwrap.dedent(text))
+    return dest
+
+
+def processes_with(word: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line contains ``word``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if word.encode() in cmd and state != b"Z":
+            found.append(int(name))
+    return found
