@@ -58,7 +58,16 @@ def evaluate_command(
     recipe = load_recipe(recipe_dir, profile or trial.tags.get(S.PROFILE)) if recipe_dir else recipe_of(trial)
     project_run = os.environ.get("MLFLOW_RUN_ID")
     if trial.status == "RUNNING" and project_run in (None, trial_id):
-        rec = evaluate_trial(store, trial_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
+        from mlflow_autoresearch.loop._executor import LeaseKeeper, new_owner
+
+        # This process now evaluates the trial: it holds the lease, so a resumed loop waits for it.
+        leases = LeaseKeeper(store, new_owner(), float(os.environ.get("AUTORESEARCH_LEASE_SECONDS", "120")))
+        leases.hold(trial_id)
+        try:
+            rec = evaluate_trial(store, trial_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
+        finally:
+            leases.release(trial_id)
+            leases.close()
     else:
         # A finished trial is immutable: re-scoring records a new trial with the same code.
         again = create_trial(store, recipe, store.code(trial_id), specialist="rescore", parent=trial,

@@ -87,8 +87,9 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @experiment_option
 @tracking_option
 @click.option("--trials", type=int, default=None, help="Trials to run after the baseline [default: 20].")
-@click.option("--agent", type=click.Choice(["offline", "claude", "auto"]), default=None,
-              help="Specialist backend; auto = claude when ANTHROPIC_API_KEY is set [default: auto].")
+@click.option("--agent", default=None,
+              help="Specialist backend: offline, claude, auto (claude when ANTHROPIC_API_KEY is set), "
+                   "or module:Factory [default: auto].")
 @click.option("--worker", default=None, help="Name of this loop; budgets count per worker [default: default].")
 @click.option("--slots", type=int, default=None, help="Evaluation slots [default: one per GPU, else 1].")
 @click.option("--proposals-ahead", type=int, default=None, help="Proposals in flight beyond the slots.")

@@ -7,8 +7,6 @@ name the field, like recipe errors do.
 from __future__ import annotations
 
 import os
-from typing import Literal
-
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,8 +19,14 @@ def tracking_uri(explicit: str | None = None) -> str:
     """The tracking store: the flag, then ``MLFLOW_TRACKING_URI``, then ``./mlflow.db``.
 
     Always explicit: MLflow's own default can flip to the retired file store.
+    A relative SQLite path is made absolute, so that child processes started
+    in another folder (``mlflow run``) open the same database.
     """
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/") and ":memory:" not in uri:
+        uri = prefix + os.path.abspath(uri[len(prefix):])
+    return uri
 
 
 class Settings(BaseSettings):
@@ -34,7 +38,8 @@ class Settings(BaseSettings):
     experiment: str | None = Field(default=None, description="experiment name; default: the recipe's name")
     profile: str | None = None
     trials: int = Field(default=20, ge=0, le=100_000)
-    agent: Literal["offline", "claude", "auto"] = "auto"
+    agent: str = Field(default="auto", pattern=r"^(offline|claude|auto|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
+                       description="offline, claude, auto, or module:Factory of a plug-in backend")
     worker: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     slots: int | None = Field(default=None, ge=1, le=64, description="evaluation slots; default one per GPU, else 1")
     proposals_ahead: int = Field(default=1, ge=0, le=32, description="proposals in flight beyond the slots")

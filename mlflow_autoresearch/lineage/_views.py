@@ -165,7 +165,7 @@ class Lineage:
         return head[: ROW_CHARS + (320 if feedback else 0)]
 
     def _repaired(self, t: TrialRecord) -> bool:
-        return any(c.kept for c in self.children(t.run_id))
+        return any(c.outcome is Outcome.OK for c in self.children(t.run_id))
 
 
 def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int = 40) -> str:

@@ -47,6 +47,13 @@ def resolve_agent(agent: str) -> str:
 def make_specialist(agent: str, **options: Any):
     """Build the backend named ``agent`` (after resolving ``auto``)."""
     name = resolve_agent(agent)
+    if ":" in name:  # "package.module:Factory", for backends that are not installed as plug-ins
+        module, attr = name.split(":", 1)
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"agent {agent!r}: cannot import {attr} from {module}: {e}") from None
+        return factory(**options)
     factories = _factories()
     if name not in factories:
         raise UsageError(f"unknown agent {agent!r}; available: {', '.join(sorted(factories))}, auto")

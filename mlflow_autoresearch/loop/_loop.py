@@ -1,0 +1,433 @@
+"""The ``autoresearch`` loop: propose, measure, revise, never lose a trial.
+
+Proposals are made in a thread pool (models think while trials train); each
+evaluation slot (one per GPU) runs one evaluation at a time; more proposals
+are kept in flight than there are slots so that no slot waits on a model.
+Everything durable lives in the tracking store: running the same command
+again resumes the same experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow_autoresearch import schema as S
+from mlflow_autoresearch._errors import AutoresearchError, HarnessError, ModelUnavailable
+from mlflow_autoresearch.evaluator import check_code
+from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
+from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
+from mlflow_autoresearch.loop._policy import Choice, Policy
+from mlflow_autoresearch.loop._slots import detect_slots
+from mlflow_autoresearch.outcome import Decision, Outcome
+from mlflow_autoresearch.recipe import Recipe
+from mlflow_autoresearch.settings import Settings, tracking_uri
+from mlflow_autoresearch.specialists import Proposal, ProposalContext, Usage, make_specialist, resolve_agent, roster
+from mlflow_autoresearch.trial import BASELINE, create_trial, recipe_files
+
+logger = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+STEERING_TAG = S.PREFIX + "steering"
+PAUSE_FIRST, PAUSE_MAX = 30.0, 600.0
+
+
+@dataclass
+class LoopResult:
+    stop_reason: str
+    trials: int  # trials of this worker (after the baseline)
+    best: TrialRecord | None
+    outcomes: Counter = field(default_factory=Counter)
+    dollars: float = 0.0
+    wall_seconds: float = 0.0
+    slot_busy_seconds: float = 0.0
+    slots: int = 1
+
+    @property
+    def utilization(self) -> float:
+        return self.slot_busy_seconds / max(self.wall_seconds * self.slots, 1e-9)
+
+
+def read_steering(settings: Settings, store: LineageStore) -> str:
+    """The user's steering note: a file, and/or the experiment tag ``autoresearch.steering``.
+
+    Read fresh for every proposal, so it can change while the loop runs.
+    """
+    parts = []
+    if settings.steering_file:
+        try:
+            parts.append(Path(settings.steering_file).read_text().strip())
+        except OSError:
+            pass
+    if isinstance(store, MlflowStore):
+        try:
+            tag = store.client.get_experiment(store.experiment_id).tags.get(STEERING_TAG, "")
+        except Exception:  # a flaky read must not block a proposal
+            tag = ""
+        if tag.strip():
+            parts.append(tag.strip())
+    return "\n\n".join(p for p in parts if p)
+
+
+class Loop:
+    """One loop process over one experiment.  Build it, then :meth:`run`."""
+
+    def __init__(self, recipe: Recipe, settings: Settings, *, store: LineageStore | None = None,
+                 specialist=None, echo: Echo | None = None) -> None:
+        self.recipe, self.settings = recipe, settings
+        self.echo = echo or (lambda m: logger.info("%s", m))
+        self.uri = tracking_uri(settings.tracking_uri)
+        self.store = store or MlflowStore(settings.experiment or recipe.name, self.uri)
+        if hasattr(self.store, "check_write_access"):
+            self.store.check_write_access()  # a reader is refused before any trial starts
+        self.agent = resolve_agent(settings.agent) if specialist is None else getattr(specialist, "backend", "custom")
+        self.specialist = specialist or make_specialist(
+            settings.agent, seed=settings.seed, model=settings.model, max_turns=settings.max_turns,
+            max_tokens=settings.max_tokens, base_url=settings.anthropic_base_url, prices=settings.prices)
+        self.roles = roster(recipe)
+        self.policy = Policy(self.roles, settings.seed)
+        self.slots = detect_slots(settings.slots)
+        self.owner = new_owner()
+        self.leases = LeaseKeeper(self.store, self.owner, settings.lease_seconds)
+        self.evaluations = Evaluations(
+            self.store, recipe, tracking_uri=self.uri, experiment_id=getattr(self.store, "experiment_id", None),
+            in_process=settings.in_process or not isinstance(self.store, MlflowStore), backend=settings.backend,
+            backend_config=settings.backend_config, leases=self.leases)
+        self._stop: str | None = None
+        self._lock = threading.Lock()
+        self._dollars = 0.0
+        self._code_cache: dict[str, dict[str, bytes]] = {}
+        self._outcomes: Counter = Counter()
+        self._busy = 0.0
+        self._paused_until = 0.0
+        self._pause = PAUSE_FIRST
+
+    # ----- budget -----------------------------------------------------------
+    def _mine(self, lineage: Lineage) -> list[TrialRecord]:
+        return [t for t in lineage.trials if t.worker == self.settings.worker and t.specialist != BASELINE
+                and t.outcome is not Outcome.HARNESS_ERROR]
+
+    def _budget_reason(self, created: int, start: float) -> str | None:
+        s = self.settings
+        if self._stop:
+            return self._stop
+        if created >= s.trials:
+            return f"trial budget reached ({s.trials} trials)"
+        if s.wall_seconds and time.monotonic() - start >= s.wall_seconds:
+            return f"wall-clock budget reached ({s.wall_seconds:g} s)"
+        if s.dollars and self._dollars >= s.dollars:
+            return f"dollar budget reached (${self._dollars:.2f} of ${s.dollars:.2f})"
+        return None
+
+    def _on_usage(self, usage: Usage) -> None:
+        with self._lock:
+            self._dollars += usage.cost_usd
+
+    # ----- pieces -----------------------------------------------------------
+    def lineage(self) -> Lineage:
+        return Lineage.load(self.store, self.recipe.metric.goal)
+
+    def _code(self, run_id: str) -> dict[str, bytes]:
+        with self._lock:
+            cached = self._code_cache.get(run_id)
+        if cached is None:
+            cached = self.store.code(run_id)
+            with self._lock:
+                if len(self._code_cache) > 256:
+                    self._code_cache.clear()
+                self._code_cache[run_id] = cached
+        return cached
+
+    def _ensure_baseline(self) -> TrialRecord:
+        lineage = self.lineage()
+        base = lineage.baseline
+        if base is not None and base.finished:
+            return base
+        if base is None and self.store.claim("baseline", self.owner):
+            self.echo("baseline: scoring the recipe's own code "
+                      f"({self.recipe.seeds} seed(s); this also measures the noise floor)")
+            trial = create_trial(self.store, self.recipe, recipe_files(self.recipe), specialist=BASELINE,
+                                 hypothesis="baseline: the recipe's own code", backend="none",
+                                 worker=self.settings.worker, profile=self.settings.profile,
+                                 tags={S.LEASE: lease_value(self.owner, self.settings.lease_seconds)})
+            base = self._evaluate(trial, self.slots[0])
+            self._report_trial(base, lineage)
+            if base.outcome is not Outcome.OK:
+                self.echo(f"warning: the baseline itself is {base.outcome.value}: {base.reason}. "
+                          "Specialists will try to repair it.")
+            return base
+        self.echo("waiting for the baseline another loop is scoring …")
+        while True:  # another loop holds the baseline claim
+            time.sleep(2)
+            base = self.lineage().baseline
+            if base is not None and base.finished:
+                return base
+            if self._stop:
+                raise AutoresearchError("stopped while waiting for the baseline")
+
+    def _stale_trials(self, lineage: Lineage) -> list[TrialRecord]:
+        return [t for t in lineage.trials if t.status == "RUNNING" and t.outcome is None
+                and t.worker == self.settings.worker and lease_is_stale(t)]
+
+    def _take_over(self, t: TrialRecord) -> bool:
+        return self.store.claim(f"takeover/{t.run_id}/{t.tags.get(S.LEASE, '')}"[:250], self.owner)
+
+    def _context(self, choice: Choice, lineage: Lineage) -> ProposalContext:
+        return ProposalContext(
+            recipe=self.recipe, role=choice.role, parent=choice.parent, parent_files=self._code(choice.parent.run_id),
+            lineage=lineage, store=self.store, steering=read_steering(self.settings, self.store),
+            saturation=choice.saturation, rng_seed=self.settings.seed, on_usage=self._on_usage)
+
+    def _propose(self, choice: Choice, lineage: Lineage) -> TrialRecord:
+        """Runs in a proposer thread: ask the specialist, check, record the trial."""
+        ctx = self._context(choice, lineage)
+        proposal = self.specialist.propose(ctx)
+        if self.agent != "claude":  # the Claude backend reports usage through ctx.on_usage itself
+            self._on_usage(proposal.usage)
+        if self._stop:
+            raise _Abandoned()
+        reason, outcome = proposal.invalid_reason, Outcome.INVALID_PROPOSAL
+        files = dict(proposal.files) if proposal.files else dict(ctx.parent_files)
+        if reason is None:
+            fresh = self.lineage()
+            digest = code_digest(files)
+            twin = next((t for t in fresh.trials if t.code_sha256 == digest), None)
+            if twin is not None:
+                reason = f"duplicate: this exact code was already evaluated as {twin.short}"
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    write_snapshot(files, Path(tmp))
+                    pre = check_code(self.recipe, Path(tmp))
+                if pre is not None:
+                    outcome, reason = pre
+        extra = {S.PREFIX + "choice": choice.why}
+        artifacts = {S.PROPOSAL_JSON: json.dumps({
+            "specialist": proposal.specialist, "hypothesis": proposal.hypothesis,
+            "expected_effect": proposal.expected_effect, "parent": choice.parent.run_id, "choice": choice.why,
+            "edits": [e.__dict__ for e in proposal.edits],
+            "knobs": [k.model_dump() for k in proposal.knobs], "invalid_reason": proposal.invalid_reason,
+        }, indent=2)}
+        if proposal.transcript:
+            artifacts[S.TRANSCRIPT] = proposal.transcript
+        trial = create_trial(
+            self.store, self.recipe, files, specialist=choice.role.name,
+            hypothesis=proposal.hypothesis or f"({choice.role.name} made no valid proposal)",
+            parent=choice.parent, parent_files=ctx.parent_files, expected_effect=proposal.expected_effect,
+            backend=proposal.backend, worker=self.settings.worker, profile=self.settings.profile,
+            tags={**extra, S.LEASE: lease_value(self.owner, self.settings.lease_seconds)},
+            artifacts=artifacts, metrics=proposal.usage.metrics())
+        if reason is not None:
+            return self._refuse(trial, outcome, reason)
+        return trial
+
+    def _refuse(self, trial: TrialRecord, outcome: Outcome, reason: str) -> TrialRecord:
+        """Record a proposal that failed the cheap checks, without running it."""
+        feedback = f"outcome: {outcome.value} — {reason}\n(not run: the proposal failed the checks before evaluation)"
+        return self.store.record_result(trial.run_id, tags={
+            S.OUTCOME: outcome.value, S.DECISION: Decision.DISCARD.value, S.REASON: S.clip(reason, 1000),
+            S.FEEDBACK: S.clip(feedback, S.FEEDBACK_TAG_LIMIT), S.NEAR_MISS: "false", S.SCORE_NAME: self.recipe.metric.name,
+            S.NOTE: f"### {trial.name}\n**Hypothesis:** {trial.hypothesis}  \n**Outcome:** `{outcome.value}`\n\n{reason}",
+        }, metrics={}, artifacts={S.FEEDBACK_JSON: json.dumps({"outcome": outcome.value, "reason": reason})})
+
+    def _evaluate(self, trial: TrialRecord, gpu: str | None) -> TrialRecord:
+        t0 = time.monotonic()
+        try:
+            return self.evaluations.run(trial, gpu)
+        finally:
+            with self._lock:
+                self._busy += time.monotonic() - t0
+
+    def _retry_harness_error(self, failed: TrialRecord) -> TrialRecord | None:
+        if failed.tags.get(S.PREFIX + "retry_of"):
+            return None
+        parent = self.store.get(failed.parent_id) if failed.parent_id else None
+        return create_trial(self.store, self.recipe, self._code(failed.run_id), specialist=failed.specialist,
+                            hypothesis=failed.hypothesis, parent=parent, backend=failed.backend,
+                            worker=self.settings.worker, profile=self.settings.profile,
+                            tags={S.PREFIX + "retry_of": failed.run_id,
+                                  S.LEASE: lease_value(self.owner, self.settings.lease_seconds)})
+
+    # ----- progress ---------------------------------------------------------
+    def _report_trial(self, t: TrialRecord, lineage: Lineage | None = None, busy: int = 0, created: int = 0) -> None:
+        self._outcomes[t.outcome.value if t.outcome else "?"] += 1
+        best = (lineage or self.lineage()).best
+        score = "—" if t.score is None else f"{t.score:.4g}"
+        mix = " ".join(f"{k}:{v}" for k, v in sorted(self._outcomes.items()))
+        best_s = f"{best.score:.4g} ({best.short})" if best and best.score is not None else "—"
+        self.echo(f"[{t.short} {t.specialist}] {t.outcome.value if t.outcome else t.status} {score} → {t.decision}"
+                  f" | trials {created}/{self.settings.trials} | best {best_s} | {mix}"
+                  f" | slots {busy}/{len(self.slots)} busy | ${self._dollars:.2f}")
+
+    # ----- the loop ---------------------------------------------------------
+    def run(self) -> LoopResult:
+        start = time.monotonic()
+        old = self._install_signals()
+        backend_note = {"offline": "offline specialists (deterministic playbook; no ANTHROPIC_API_KEY set)"
+                        if self.settings.agent == "auto" else "offline specialists (deterministic playbook)",
+                        "claude": f"Claude specialists ({self.settings.model})"}.get(self.agent, self.agent)
+        self.echo(f"autoresearch: recipe {self.recipe.name}, experiment {self.store.experiment_name!r} at {self.uri}")
+        self.echo(f"autoresearch: {backend_note}; {len(self.slots)} slot(s); worker {self.settings.worker!r}")
+        try:
+            self._ensure_baseline()
+            reason = self._main(start)
+        finally:
+            self.leases.close()
+            self._restore_signals(old)
+        lineage = self.lineage()
+        result = LoopResult(stop_reason=reason, trials=len(self._mine(lineage)), best=lineage.best,
+                            outcomes=self._outcomes, dollars=self._dollars, wall_seconds=time.monotonic() - start,
+                            slot_busy_seconds=self._busy, slots=len(self.slots))
+        best = result.best
+        self.echo(f"autoresearch: stopped: {reason}. {result.trials} trials by worker {self.settings.worker!r}; "
+                  f"best {best.short + ' ' + format(best.score, '.5g') if best and best.score is not None else '—'}; "
+                  f"slot utilization {result.utilization:.0%}; ${result.dollars:.2f} spent")
+        self._log_report()
+        return result
+
+    def _main(self, start: float) -> str:
+        lineage = self.lineage()
+        created = len(self._mine(lineage))
+        ready: deque[TrialRecord] = deque()
+        waiting: set[str] = set()  # RUNNING trials another live process is evaluating
+        for t in [t for t in lineage.trials if t.status == "RUNNING" and t.outcome is None
+                  and t.worker == self.settings.worker and t.specialist != BASELINE]:
+            if lease_is_stale(t) and self._take_over(t):
+                self.echo(f"resume: {t.short} was left running by a stopped loop; evaluating it again")
+                ready.append(t)
+            else:
+                waiting.add(t.run_id)
+        if waiting:
+            self.echo(f"resume: waiting for {len(waiting)} trial(s) still being evaluated by another process")
+        free = list(self.slots)
+        ahead = len(self.slots) + self.settings.proposals_ahead
+        with ThreadPoolExecutor(ahead, thread_name_prefix="propose") as proposers, \
+                ThreadPoolExecutor(len(self.slots), thread_name_prefix="slot") as slots:
+            proposing: dict[Future, Choice] = {}
+            evaluating: dict[Future, tuple[str | None, TrialRecord]] = {}
+            stop_reason = None
+            last_poll = 0.0
+            while True:
+                stop_reason = self._budget_reason(created + len(proposing), start)
+                paused = time.monotonic() < self._paused_until
+                while (stop_reason is None and not paused and len(proposing) + len(ready) < ahead):
+                    lineage = self.lineage()
+                    choice = self.policy.choose(lineage)
+                    proposing[proposers.submit(self._propose, choice, lineage)] = choice
+                    stop_reason = self._budget_reason(created + len(proposing), start)
+                while ready and free and not self._stop:
+                    gpu = free.pop(0)
+                    trial = ready.popleft()
+                    evaluating[slots.submit(self._evaluate, trial, gpu)] = (gpu, trial)
+                if waiting and time.monotonic() - last_poll > 2:
+                    last_poll = time.monotonic()
+                    for run_id in list(waiting):
+                        t = self.store.get(run_id)
+                        if t.outcome is not None or (t.status == "RUNNING" and lease_is_stale(t) and self._take_over(t)):
+                            waiting.discard(run_id)
+                            if t.outcome is None:
+                                ready.append(t)
+                if not proposing and not evaluating and not waiting and (not ready or self._stop):
+                    return stop_reason or self._stop or "done"
+                done, _ = wait(list(proposing) + list(evaluating), timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    if fut in proposing:
+                        choice = proposing.pop(fut)
+                        trial = self._proposal_done(fut, choice)
+                        if trial is None:
+                            continue
+                        created += 1
+                        if trial.outcome is None:
+                            ready.append(trial)
+                        else:
+                            self._report_trial(trial, None, len(evaluating), created)
+                    else:
+                        gpu, trial = evaluating.pop(fut)
+                        free.append(gpu)
+                        record = self._evaluation_done(fut, trial)
+                        if record is None:
+                            continue
+                        if record.outcome is Outcome.HARNESS_ERROR:
+                            retry = self._retry_harness_error(record)
+                            if retry is not None:
+                                self.echo(f"{trial.short}: harness error, not the trial's fault; retrying as {retry.short}")
+                                ready.append(retry)
+                        self._report_trial(record, None, len(evaluating), created)
+                        self._pause = PAUSE_FIRST
+
+    def _proposal_done(self, fut: Future, choice: Choice) -> TrialRecord | None:
+        try:
+            return fut.result()
+        except _Abandoned:
+            return None
+        except ModelUnavailable as e:
+            self._paused_until = time.monotonic() + self._pause
+            self.echo(f"paused: the model API is unavailable ({e}); retrying in {self._pause:.0f} s. "
+                      "Evaluations in flight continue.")
+            self._pause = min(self._pause * 2, PAUSE_MAX)
+            return None
+        except AutoresearchError as e:
+            self.echo(f"proposal by {choice.role.name} failed: {e}")
+            return None
+
+    def _evaluation_done(self, fut: Future, trial: TrialRecord) -> TrialRecord | None:
+        try:
+            return fut.result()
+        except HarnessError as e:
+            self.echo(f"{trial.short}: harness error: {e}")
+            try:
+                record = self.store.get(trial.run_id)
+            except AutoresearchError:
+                return None
+            return record if record.outcome is not None else None
+        except AutoresearchError as e:
+            self.echo(f"{trial.short}: evaluation could not be recorded: {e}; it will be re-evaluated on resume")
+            return None
+
+    def _log_report(self) -> None:
+        try:
+            from mlflow_autoresearch.report import log_report
+        except ImportError:
+            return
+        try:
+            log_report(self.store, self.recipe)
+        except Exception as e:  # the report is a convenience; the trials are already safe
+            self.echo(f"report: could not be logged: {e}")
+
+    # ----- signals ----------------------------------------------------------
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = f"stopped by {signal.Signals(signum).name}"
+            self.echo(f"autoresearch: {self._stop}: finishing cleanly (again to abort); "
+                      "the same command resumes the experiment")
+            self.evaluations.cancel_all()
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(old) -> None:
+        for s, h in (old or {}).items():
+            signal.signal(s, h)
+
+
+class _Abandoned(Exception):
+    """A proposal that finished after the loop was told to stop."""
+
+
+def run_loop(recipe: Recipe, settings: Settings, *, echo: Echo | None = None, store: LineageStore | None = None,
+             specialist=None) -> LoopResult:
+    """Run the loop to one of its budgets; see :class:`Loop`."""
+    return Loop(recipe, settings, store=store, specialist=specialist, echo=echo).run()
