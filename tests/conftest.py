@@ -62,3 +62,59 @@ TOY_SPEC = {
 def toy_recipe(tmp_path: Path) -> Path:
     """A recipe whose training is a one-line Python script (no torch): runs in ~0.1 s."""
     return write_recipe(tmp_path / "toy", TOY_SPEC, {"train.py": TOY_TRAIN})
+
+
+# ----- real servers (tests/servers.py): started once per session, shared by experiment name -----
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory):
+    """A local ``moto_server`` with one bucket (``.bucket``; ``.s3()`` is a boto3 client, ``.keys()`` lists)."""
+    from servers import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite database: each server of the session starts from a copy."""
+    from servers import migrated_db
+
+    return migrated_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, moto_s3, mlflow_db_template):
+    """``mlflow server --workers 1`` on 127.0.0.1: SQLite backend, artifacts proxied to ``s3://`` on moto.
+
+    Shared by the session: use a fresh experiment name (``servers.unique_name``).  A test may
+    ``kill()``/``restart()`` it (same port and database) but must leave it healthy.
+    """
+    from servers import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), s3=moto_s3, template=mlflow_db_template).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_mlflow_server(mlflow_server):
+    """:func:`mlflow_server`, restarted first if an earlier test left it down."""
+    if not mlflow_server.healthy():
+        mlflow_server.restart()
+    return mlflow_server
+
+
+@pytest.fixture(scope="session")
+def auth_mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template):
+    """An MLflow server with the basic-auth app: users ``servers.ADMIN``, ``WRITER`` and ``READER``.
+
+    Clients authenticate through ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``
+    (use ``monkeypatch.setenv``).  Artifacts stay on local disk.
+    """
+    from servers import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), auth=True, template=mlflow_db_template).start()
+    yield server
+    server.stop()

@@ -6,7 +6,6 @@ from mlflow_autoresearch.lineage._record import Snapshot, TrialDraft, TrialRecor
 from mlflow_autoresearch.lineage._store import LineageStore, read_snapshot, write_snapshot
 from mlflow_autoresearch.lineage._views import Lineage, query_trial
 
-
 __all__ = [
     "InMemoryStore",
     "Lineage",

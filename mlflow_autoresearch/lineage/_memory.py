@@ -10,8 +10,11 @@ from pathlib import Path
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import StoreError
-from mlflow_autoresearch.lineage._record import TrialDraft, TrialRecord, code_digest, record_from_parts
-from mlflow_autoresearch.lineage._store import LineageStore
+from mlflow_autoresearch.lineage._record import TrialDraft, TrialRecord, record_from_parts
+from mlflow_autoresearch.lineage._store import FACT_TAGS, LineageStore, refuse_finished
+from mlflow_autoresearch.lineage._tags import split_long_tags, trial_tags
+
+__all__ = ["InMemoryStore", "trial_tags"]
 
 
 class _Run:
@@ -40,7 +43,7 @@ class InMemoryStore(LineageStore):
             number = self._next
             self._next += 1
             run = _Run(uuid.uuid4().hex, S.run_name(number, draft.specialist, draft.hypothesis))
-            run.tags.update(trial_tags(draft, number))
+            self._put_tags(run, trial_tags(draft, number))
             run.metrics.update(draft.metrics)
             for rel, data in draft.files.items():
                 run.artifacts[f"{S.CODE_DIR}/{rel}"] = bytes(data)
@@ -53,8 +56,13 @@ class InMemoryStore(LineageStore):
     def record_result(self, run_id, *, tags, metrics, artifacts, files=None, status="FINISHED", step_metrics=None):
         with self._lock:
             run = self._run(run_id)
-            run.tags.update(tags)
+            if run.status != "RUNNING":
+                refuse_finished(run.name, run_id, run.status)
+            self._put_tags(run, tags)
             run.metrics.update(metrics)
+            for key, values in (step_metrics or {}).items():  # as MLflow: a run shows a series' last value
+                if values:
+                    run.metrics[key] = float(values[-1])
             for path, text in artifacts.items():
                 run.artifacts[path] = text.encode()
             for path, local in (files or {}).items():
@@ -64,7 +72,10 @@ class InMemoryStore(LineageStore):
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         with self._lock:
-            self._run(run_id).tags.update(tags)
+            run = self._run(run_id)
+            if run.status != "RUNNING" and FACT_TAGS.intersection(tags):
+                refuse_finished(run.name, run_id, run.status)
+            self._put_tags(run, tags)
 
     def trials(self) -> list[TrialRecord]:
         with self._lock:
@@ -89,6 +100,13 @@ class InMemoryStore(LineageStore):
         with self._lock:
             return self._claims.setdefault(key, owner) == owner
 
+    @staticmethod
+    def _put_tags(run: _Run, tags: Mapping[str, str]) -> None:
+        short, full = split_long_tags(tags)
+        run.tags.update(short)
+        for path, text in full.items():
+            run.artifacts[path] = text.encode()
+
     def _run(self, run_id: str) -> _Run:
         try:
             return self._runs[run_id]
@@ -98,21 +116,3 @@ class InMemoryStore(LineageStore):
     @staticmethod
     def _record(run: _Run) -> TrialRecord:
         return record_from_parts(run.run_id, run.name, run.status, run.start, run.end, run.tags, run.metrics)
-
-
-def trial_tags(draft: TrialDraft, number: int) -> dict[str, str]:
-    """The tags every new trial starts with (both stores)."""
-    tags = {
-        S.KIND: "trial",
-        S.TRIAL: str(number),
-        S.SPECIALIST: draft.specialist,
-        S.HYPOTHESIS: S.clip(draft.hypothesis, 2000),
-        S.EXPECTED: S.clip(draft.expected_effect, 2000),
-        S.BACKEND: draft.backend,
-        S.WORKER: draft.worker,
-        S.CODE_SHA: code_digest(draft.files),
-    }
-    if draft.parent_id:
-        tags[S.PARENT] = draft.parent_id
-    tags.update(draft.tags)
-    return tags

@@ -1,21 +1,38 @@
 """The lineage in an MLflow tracking store (local SQLite or a team's server).
 
-Syncs incrementally: after the first full fetch, each :meth:`trials` call asks
-only for runs started or ended since the newest timestamp it has seen (with a
-slack for clock skew), so a view of 10,000 trials costs two small queries.
+Syncs incrementally: after the first full fetch, each :meth:`MlflowStore.trials`
+call asks only for the trials still RUNNING and those that ended since the
+newest timestamp it has seen (less a slack for clock skew and late writers),
+so a view of 10,000 trials costs two small queries.  A new trial is RUNNING
+when it becomes visible, so the first query finds it; once it ends, the
+second does.
 
 Trial numbers are claimed on a *ledger run*: ``log_param`` refuses to change
 a param's value, which the database enforces with a primary key, so logging
 ``n/42 = <run id>`` is an atomic compare-and-set that any number of loops on
 any number of machines can race on.  No lock server.
+
+Faults: every request goes through MLflow's HTTP client, which retries
+connection errors and 408/429/5xx answers with exponential backoff
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, and
+``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, default 2: about four minutes in
+all), so a restarted server costs waiting, not an error.  Every write here is
+idempotent under such a retry (tags, artifacts, a param logged again with the
+same value) except ``create_run``: a retried create can leave a second run.
+Each new run therefore carries a random draft token; after creating it the
+store deletes any other run with the same token.  A placeholder run only
+becomes a trial (tag ``autoresearch.kind = trial``) after its number is
+claimed, so a duplicate can never appear in the lineage.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,14 +42,16 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import PermissionDenied, StoreError
-from mlflow_autoresearch.lineage._memory import trial_tags
 from mlflow_autoresearch.lineage._record import TrialDraft, TrialRecord, record_from_parts
-from mlflow_autoresearch.lineage._store import LineageStore, write_snapshot
+from mlflow_autoresearch.lineage._store import FACT_TAGS, LineageStore, refuse_finished, write_snapshot
+from mlflow_autoresearch.lineage._tags import split_long_tags, trial_tags
 
 logger = logging.getLogger(__name__)
 
-SLACK_MS = 120_000  # re-read runs this much older than the newest seen: clock skew, late writers
+SLACK_MS = 120_000  # re-read runs that ended this much before the newest seen: clock skew, late writers
 PAGE = 10_000
+DRAFT = S.PREFIX + "draft"  # random token on a new run: finds the duplicate a retried create_run may leave
+WRITE_CHECK = S.PREFIX + "write_check"  # ledger tag written by check_write_access
 _TRIALS = f"tags.`{S.KIND}` = 'trial'"
 
 
@@ -40,14 +59,15 @@ def _error_code(e: MlflowException) -> str:
     return getattr(e, "error_code", "") or ""
 
 
-def _translate(e: MlflowException, doing: str) -> StoreError:
-    code = _error_code(e)
-    if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or "403" in str(e)[:200] or "401" in str(e)[:200]:
-        return PermissionDenied(
-            f"the tracking server refused {doing}: {code or 'permission denied'}. Check "
-            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD and that this user may edit the experiment."
-        )
-    return StoreError(f"{doing} failed: {e}")
+def _user() -> str | None:
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username or None
+
+
+def _denied(e: MlflowException) -> bool:
+    head = str(e)[:200]
+    return _error_code(e) in ("PERMISSION_DENIED", "UNAUTHENTICATED") or " 403 " in head or " 401 " in head
 
 
 class MlflowStore(LineageStore):
@@ -71,6 +91,22 @@ class MlflowStore(LineageStore):
         self._ledger_id: str | None = None
         self._max_number = -1
 
+    def _translate(self, e: MlflowException, doing: str) -> StoreError:
+        if not _denied(e):
+            return StoreError(f"{doing} failed: {e}")
+        user = _user()
+        who = f"user {user!r}" if user else "an anonymous client (MLFLOW_TRACKING_USERNAME is not set)"
+        if _error_code(e) == "UNAUTHENTICATED" or " 401 " in str(e)[:200]:
+            fix = ("Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a valid user of "
+                   f"{self.tracking_uri}.")
+        else:
+            fix = (f"Ask an admin to grant EDIT on experiment {self.experiment_name!r} to {user or 'your user'} "
+                   "(MLflow UI, or mlflow.server.get_app_client('basic-auth', tracking_uri=...)"
+                   ".grant_user_permission(...)), or set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
+                   "to a user who may write there.")
+        return PermissionDenied(f"the tracking server at {self.tracking_uri} refused {doing} by {who} "
+                                f"({_error_code(e) or 'permission denied'}). {fix}")
+
     # ----- experiment and ledger ----------------------------------------
     def _experiment(self, create: bool, tags: Mapping[str, str]) -> str:
         try:
@@ -93,7 +129,7 @@ class MlflowStore(LineageStore):
             self.client.set_experiment_tag(exp_id, S.LEDGER_TAG, ledger.info.run_id)
             return exp_id
         except MlflowException as e:
-            raise _translate(e, f"opening experiment {self.experiment_name!r}") from None
+            raise self._translate(e, f"opening experiment {self.experiment_name!r}") from None
 
     def _ledger(self) -> str:
         if self._ledger_id:
@@ -115,6 +151,17 @@ class MlflowStore(LineageStore):
         self._ledger_id = self.client.get_experiment(self.experiment_id).tags[S.LEDGER_TAG]
         return self._ledger_id
 
+    def check_write_access(self) -> None:
+        """Write a tag on the experiment's ledger run: the permission that creating and numbering trials needs.
+
+        Raises PermissionDenied naming the user and the fix.  One or two requests.
+        """
+        try:
+            ledger = self._ledger()
+            self.client.set_tag(ledger, WRITE_CHECK, f"{_user() or 'anonymous'} {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        except MlflowException as e:
+            raise self._translate(e, f"writing to experiment {self.experiment_name!r}") from None
+
     def claim(self, key: str, owner: str) -> bool:
         try:
             self.client.log_param(self._ledger(), key, owner)
@@ -122,7 +169,7 @@ class MlflowStore(LineageStore):
         except MlflowException as e:
             if _error_code(e) == "INVALID_PARAMETER_VALUE" or "Changing param values is not allowed" in str(e):
                 return False
-            raise _translate(e, f"claiming {key!r}") from None
+            raise self._translate(e, f"claiming {key!r}") from None
 
     def _claim_number(self, run_id: str) -> int:
         with self._lock:
@@ -138,10 +185,12 @@ class MlflowStore(LineageStore):
         try:
             if self._max_number < 0:
                 self.trials()  # learn the highest number so claims start near it
-            run = self.client.create_run(self.experiment_id, run_name="t----", tags={S.WORKER: draft.worker})
+            token = uuid.uuid4().hex
+            run = self.client.create_run(self.experiment_id, run_name="t----",
+                                         tags={S.WORKER: draft.worker, DRAFT: token})
             run_id = run.info.run_id
+            self._drop_duplicates(token, run_id)
             number = self._claim_number(run_id)
-            tags = trial_tags(draft, number)
             name = S.run_name(number, draft.specialist, draft.hypothesis)
             self.client.update_run(run_id, name=name)
             with tempfile.TemporaryDirectory() as tmp:
@@ -150,49 +199,78 @@ class MlflowStore(LineageStore):
             self.client.log_text(run_id, draft.patch, S.PATCH)
             for path, text in draft.artifacts.items():
                 self.client.log_text(run_id, text, path)
+            tags = trial_tags(draft, number)
+            kind = tags.pop(S.KIND)
             self._log_batch(run_id, tags, dict(draft.metrics))
             # kind=trial last: until then the run is invisible to the lineage.
-            self.client.set_tag(run_id, S.KIND, "trial")
+            self.client.set_tag(run_id, S.KIND, kind)
             return self.get(run_id)
         except MlflowException as e:
-            raise _translate(e, "creating a trial run") from None
+            raise self._translate(e, "creating a trial run") from None
+
+    def _drop_duplicates(self, token: str, keep: str) -> None:
+        """Delete runs a retried ``create_run`` left with the same draft token (no number, never trials)."""
+        for run in self._search(f"tags.`{DRAFT}` = '{token}'"):
+            if run.info.run_id != keep:
+                logger.warning("deleting run %s: a duplicate of %s left by a retried request", run.info.run_id, keep)
+                try:
+                    self.client.delete_run(run.info.run_id)
+                except MlflowException as e:  # e.g. no delete permission: it stays an unnumbered placeholder
+                    logger.warning("could not delete the duplicate run %s: %s", run.info.run_id, e)
 
     def _log_batch(self, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float],
                    steps: Mapping[str, list[float]] | None = None) -> None:
         ts = int(time.time() * 1000)
-        tag_list = [RunTag(k, S.clip(str(v))) for k, v in tags.items()]
+        short, full = split_long_tags(tags)
+        for path, text in full.items():  # the whole text first, so a clipped tag always has it
+            self.client.log_text(run_id, text, path)
+        tag_list = [RunTag(k, v) for k, v in short.items()]
         metric_list = [Metric(k, float(v), ts, 0) for k, v in metrics.items()]
         for k, values in (steps or {}).items():
             metric_list += [Metric(k, float(v), ts, i) for i, v in enumerate(values)]
-        for i in range(0, max(len(tag_list), 1), 100):
-            chunk = tag_list[i : i + 100]
-            if chunk:
-                self.client.log_batch(run_id, tags=chunk)
+        for i in range(0, len(tag_list), 100):
+            self.client.log_batch(run_id, tags=tag_list[i : i + 100])
         for i in range(0, len(metric_list), 1000):
             self.client.log_batch(run_id, metrics=metric_list[i : i + 1000])
 
     def record_result(self, run_id, *, tags, metrics, artifacts, files=None, status="FINISHED", step_metrics=None):
         try:
-            self._log_batch(run_id, tags, metrics, step_metrics)
+            info = self.client.get_run(run_id).info
+            if info.status != "RUNNING":
+                refuse_finished(info.run_name, run_id, info.status)
             for path, text in artifacts.items():
                 self.client.log_text(run_id, text, path)
-            for path, local in (files or {}).items():
-                self.client.log_artifact(run_id, str(local), str(Path(path).parent) if "/" in path else None)
-            if tags.get(S.NOTE):
-                self.client.set_tag(run_id, S.NOTE, S.clip(tags[S.NOTE]))
+            if files:
+                self._log_files(run_id, files)
+            self._log_batch(run_id, tags, metrics, step_metrics)
             self.client.set_terminated(run_id, status)
             return self.get(run_id)
         except MlflowException as e:
-            raise _translate(e, f"recording the result of {run_id}") from None
+            if _error_code(e) == "RESOURCE_DOES_NOT_EXIST":
+                raise StoreError(f"no run {run_id!r} at {self.tracking_uri}") from None
+            raise self._translate(e, f"recording the result of {run_id}") from None
+
+    def _log_files(self, run_id: str, files: Mapping[str, Path]) -> None:
+        """Each local file at its artifact path (the file's own name may differ)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, local in files.items():
+                dest = Path(tmp) / path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local, dest)
+            self.client.log_artifacts(run_id, tmp)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         try:
+            if FACT_TAGS.intersection(tags):
+                info = self.client.get_run(run_id).info
+                if info.status != "RUNNING":
+                    refuse_finished(info.run_name, run_id, info.status)
             self._log_batch(run_id, tags, {})
         except MlflowException as e:
-            raise _translate(e, f"tagging {run_id}") from None
+            raise self._translate(e, f"tagging {run_id}") from None
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, S.clip(str(v), 6000)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
@@ -207,23 +285,28 @@ class MlflowStore(LineageStore):
                 return runs
 
     def sync(self) -> int:
-        """Fetch what changed since the last sync; returns how many runs came back."""
+        """Fetch what changed since the last sync; returns how many runs came back.
+
+        First call: every trial.  Later calls: the RUNNING trials and those
+        that ended after the watermark less :data:`SLACK_MS`.
+        """
+        started = int(time.time() * 1000)
         try:
             if self._watermark is None:
                 runs = self._search(_TRIALS)
             else:
                 since = self._watermark - SLACK_MS
-                runs = self._search(f"{_TRIALS} AND attributes.start_time >= {since}")
+                runs = self._search(f"{_TRIALS} AND attributes.status = 'RUNNING'")
                 runs += self._search(f"{_TRIALS} AND attributes.end_time >= {since}")
         except MlflowException as e:
-            raise _translate(e, "reading the lineage") from None
+            raise self._translate(e, "reading the lineage") from None
         with self._lock:
-            mark = self._watermark or 0
+            mark = max(self._watermark or 0, started)  # what ends later has a later end_time (less skew)
             for run in runs:
                 rec = self._to_record(run)
                 self._cache[rec.run_id] = rec
                 self._max_number = max(self._max_number, rec.number)
-                mark = max(mark, run.info.start_time or 0, run.info.end_time or 0)
+                mark = max(mark, run.info.end_time or 0)
             self._watermark = mark
         return len(runs)
 
@@ -238,7 +321,7 @@ class MlflowStore(LineageStore):
         except MlflowException as e:
             if _error_code(e) == "RESOURCE_DOES_NOT_EXIST":
                 raise StoreError(f"no run {run_id!r} at {self.tracking_uri}") from None
-            raise _translate(e, f"reading run {run_id}") from None
+            raise self._translate(e, f"reading run {run_id}") from None
         rec = self._to_record(run)
         if rec.tags.get(S.KIND) == "trial":
             with self._lock:
@@ -254,7 +337,9 @@ class MlflowStore(LineageStore):
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = self._download(run_id, path, tmp)
-            except StoreError:
+            except StoreError as e:
+                if isinstance(e, PermissionDenied):
+                    raise
                 return None
             p = Path(local)
             return p.read_text(errors="replace") if p.is_file() else None
@@ -263,8 +348,8 @@ class MlflowStore(LineageStore):
         try:
             return self.client.download_artifacts(run_id, path, dst)
         except (MlflowException, OSError) as e:
-            if isinstance(e, RestException) and _error_code(e) in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                raise _translate(e, f"downloading {path}") from None
+            if isinstance(e, RestException) and _denied(e):
+                raise self._translate(e, f"downloading {path}") from None
             raise StoreError(f"run {run_id} has no artifact {path!r}: {e}") from None
 
     @staticmethod

@@ -6,7 +6,12 @@ import abc
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlflow_autoresearch import schema as S
+from mlflow_autoresearch._errors import StoreError
 from mlflow_autoresearch.lineage._record import Snapshot, TrialDraft, TrialRecord
+
+# The facts of a finished trial: once it has ended, no store changes these.
+FACT_TAGS = frozenset({S.TRIAL, S.OUTCOME, S.DECISION, S.FEEDBACK, S.NEAR_MISS, S.CODE_SHA, S.PARENT, S.SCORE_NAME})
 
 
 class LineageStore(abc.ABC):
@@ -15,6 +20,11 @@ class LineageStore(abc.ABC):
     Implementations are safe to use from several threads, and several stores
     (processes, machines) may share one experiment: trial numbers are claimed
     atomically, and :meth:`trials` sees every store's trials after a sync.
+
+    A finished trial is immutable: :meth:`record_result` on it, or
+    :meth:`set_tags` touching one of :data:`FACT_TAGS`, raises StoreError.
+    Re-scoring records a new trial.  Tag values too long for a tag are
+    clipped with a marker and kept whole as the artifact ``tags/<key>.txt``.
     """
 
     experiment_name: str
@@ -69,9 +79,21 @@ class LineageStore(abc.ABC):
         Claiming a key already held by the same owner returns True again.
         """
 
+    def check_write_access(self) -> None:
+        """Raise PermissionDenied, naming the user and the fix, unless this store may write trials.
+
+        Call it before starting any trial.  Stores without permissions always pass.
+        """
+        return None
+
     def download_code(self, run_id: str, dest: Path) -> Path:
         write_snapshot(self.code(run_id), dest)
         return dest
+
+
+def refuse_finished(name: str, run_id: str, status: str) -> None:
+    raise StoreError(f"trial {name or run_id} ({run_id}) already ended ({status}); a finished trial is "
+                     "immutable: record a new trial to re-score its code")
 
 
 def write_snapshot(files: Snapshot, dest: Path) -> None:
