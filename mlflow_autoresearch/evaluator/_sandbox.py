@@ -183,8 +183,13 @@ class Workspace:
         self.logs.mkdir()
 
     def workdir(self, name: str) -> Path:
-        d = self.root / name
-        d.mkdir()
+        """A fresh folder for one step, handed to the sandbox user.
+
+        Its name is unpredictable, so a trial (in same-user mode, where it can
+        write the workspace root) cannot create the next step's folder first.
+        """
+        d = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+        os.chmod(d, 0o755)
         (d / "tmp").mkdir()
         self.give(d)
         return d

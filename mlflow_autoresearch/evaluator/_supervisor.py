@@ -199,13 +199,14 @@ def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int
     return libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) == 0
 
 
-def _private_mounts(libc, spec: dict) -> list[str]:
-    """In a fresh mount namespace: private tmp folders and a /proc that hides other users.
+def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
+    """In a fresh mount namespace: private, size-limited tmp folders and (as root) a /proc hiding other users.
 
-    Runs in the child before it drops to the sandbox user (needs root).  Only
-    the workspace (``spec['bind']``) is bound back into the private /tmp.
-    Returns notes on what could not be done; never leaks a mount to the host:
-    if making the namespace private fails, nothing is mounted.
+    Runs in the child before it execs (as root, before the uid drop; else inside
+    its own user namespace).  Only the workspace (``spec['bind']``) is bound
+    back into the private /tmp.  Returns notes on what could not be done; never
+    leaks a mount to the host: if making the namespace private fails, nothing
+    is mounted.
     """
     if libc.unshare(CLONE_NEWNS) != 0:
         return ["tmp-not-private"]
@@ -229,10 +230,45 @@ def _private_mounts(libc, spec: dict) -> list[str]:
                 notes.append(f"{d}-not-private")
     if keep_fd is not None:
         os.close(keep_fd)
-    if not _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"):
+    if hide_proc and not _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"):
         notes.append("proc-not-hidden")
     os.chdir(spec["cwd"])  # through the bind mount, so relative and absolute paths agree
     return notes
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _user_namespace(libc, network: bool) -> bool:
+    """Not root: enter a user namespace that maps only our own uid and gid (and a network one if asked).
+
+    The trial keeps its files and its kernel identity, but other processes of
+    the same user (the evaluator among them) can no longer be read through
+    /proc, and it gets a private mount namespace for its tmp folders.
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    if libc.unshare(CLONE_NEWUSER | (0 if network else CLONE_NEWNET)) != 0:
+        return False
+    try:
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    except OSError:
+        pass  # unmapped: file access is unchanged; ids merely read back as the overflow id
+    return True
+
+
+def _same_user_processes() -> int:
+    uid, n = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                n += 1
+        except OSError:
+            continue
+    return n
 
 
 def _preexec(spec: dict, status_w: int):
@@ -240,12 +276,24 @@ def _preexec(spec: dict, status_w: int):
         notes = []
         libc = ctypes.CDLL(None, use_errno=True)
         uid, gid = spec.get("uid"), spec.get("gid")
-        if not spec.get("network", True):
-            if libc.unshare(CLONE_NEWNET) != 0 and libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
-                notes.append("network-not-isolated")
-        if uid is not None:
-            notes.extend(_private_mounts(libc, spec))
+        network = spec.get("network", True)
         lim = spec["limits"]
+        nproc = None
+        if os.geteuid() == 0:
+            if not network and libc.unshare(CLONE_NEWNET) != 0:
+                notes.append("network-not-isolated")
+            if uid is not None:
+                notes.extend(_private_mounts(libc, spec, hide_proc=True))
+                nproc = lim["processes"]
+        else:
+            # RLIMIT_NPROC counts all of this user's processes: allow the trial its share on top.
+            nproc = _same_user_processes() + lim["processes"]
+            if _user_namespace(libc, network):
+                notes.extend(_private_mounts(libc, spec, hide_proc=False))
+            else:
+                notes.append("no-user-namespace")
+                if not network:
+                    notes.append("network-not-isolated")
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_bytes"], lim["file_bytes"]))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -253,7 +301,10 @@ def _preexec(spec: dict, status_w: int):
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-            resource.setrlimit(resource.RLIMIT_NPROC, (lim["processes"], lim["processes"]))
+        if nproc is not None:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+            cap = nproc if hard == resource.RLIM_INFINITY else min(nproc, hard)
+            resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
         # After the uid change, which clears it: the trial's first process dies with the supervisor.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.write(status_w, (",".join(notes) or "ok").encode())

@@ -94,3 +94,29 @@ def processes_with(word: str) -> list[int]:
         if word.encode() in cmd and state != b"Z":
             found.append(int(name))
     return found
+
+
+_CHILD_EVALUATOR = """
+import json, sys
+from pathlib import Path
+from mlflow_autoresearch.evaluator import evaluate_code
+from mlflow_autoresearch.recipe import load_recipe
+ev = evaluate_code(load_recipe(sys.argv[1]), Path(sys.argv[2]), keep_logs_in=Path(sys.argv[3]))
+print(json.dumps(ev.to_dict()))
+"""
+
+
+def evaluate_in_child(recipe: Recipe, code: Path, logs: Path, env: dict[str, str]) -> dict:
+    """Evaluate in a fresh interpreter whose *initial* environment is ``env``.
+
+    What a process was started with is what ``/proc/<pid>/environ`` shows;
+    ``os.environ`` changes made later in the test process are not there.
+    """
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _CHILD_EVALUATOR, str(recipe.root), str(code), str(logs)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
