@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -152,9 +153,11 @@ class Evaluations:
             self.store.set_tags(trial.run_id, {S.LEASE: lease_value(new_owner(pid=0), self.leases.seconds)})
 
         with self._submit_lock:  # the child inherits os.environ at submission: pin the slot's GPU
-            saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI")}
+            saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH")}
             try:
                 os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
+                # Asynchronous local runs start the `mlflow` command: make it this environment's.
+                os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
                 if gpu is not None:
                     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
                 mlflow.set_tracking_uri(self.tracking_uri)

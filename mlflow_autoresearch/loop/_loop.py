@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -203,6 +204,9 @@ class Loop:
             twin = next((t for t in fresh.trials if t.code_sha256 == digest), None)
             if twin is not None:
                 reason = f"duplicate: this exact code was already evaluated as {twin.short}"
+            elif not self.store.claim(f"code/{digest}", uuid.uuid4().hex):
+                # Two proposals in flight reached the same code: the claim lets exactly one run it.
+                reason = "duplicate: another proposal in flight submitted this exact code"
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     write_snapshot(files, Path(tmp))

@@ -55,5 +55,5 @@ def test_loop_through_mlflow_projects(toy_recipe, mlflow_store):
     trials = mlflow_store.trials()
     assert len(trials) == 2 and all(t.finished for t in trials)
     run = mlflow_store.client.get_run(trials[1].run_id)
-    assert run.data.tags.get("mlflow.project.entryPoint") == "evaluate"
+    assert run.data.tags.get("mlflow.project.backend") == "local"  # evaluated by the project entry point
     assert run.info.status == "FINISHED" and S.NOTE in run.data.tags
