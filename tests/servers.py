@@ -246,3 +246,83 @@ class MlflowServer:
         self.kill()
         time.sleep(down_seconds)
         self.start()
+
+
+class LossyProxy:
+    """An HTTP proxy in front of a server that loses chosen answers.
+
+    For a request that ``drop(method, path, seen)`` selects (``seen``: how many
+    requests with that method and path came before), the proxy forwards it, lets
+    the server do the work, then closes the client's connection without an
+    answer: what a crash between the database commit and the response looks
+    like.  MLflow's client retries such a request.  ``dropped`` lists what it lost.
+    """
+
+    def __init__(self, upstream: str, drop) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        up = urlsplit(upstream)
+        self.dropped: list[tuple[str, str]] = []
+        counts: dict[tuple[str, str], int] = {}
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                path = self.path.split("?")[0]
+                with lock:
+                    seen = counts.get((self.command, path), 0)
+                    counts[(self.command, path)] = seen + 1
+                    lose = drop(self.command, path, seen)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "transfer-encoding", "connection", "content-length")}
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=120)
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if lose:
+                    with lock:
+                        proxy.dropped.append((self.command, path))
+                    self.close_connection = True
+                    return
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
