@@ -13,12 +13,21 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mlflow_autoresearch._errors import RecipeError
 
@@ -29,8 +38,27 @@ IGNORED_PARTS = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", "data", 
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 
 
+class _BoolForNumber(ValueError):
+    """A YAML boolean where a number belongs; names the field for the error message."""
+
+    def __init__(self, field: str, value: bool) -> None:
+        super().__init__(f"must be a number, not {str(value).lower()}")
+        self.field = field
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data: Any) -> Any:
+        # YAML's `true` would otherwise pass as the number 1.
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool) and info.annotation not in (bool, bool | None):
+                    raise _BoolForNumber(name, value)
+        return data
 
 
 class MetricSpec(_Model):
@@ -151,11 +179,18 @@ class Recipe(_Model):
 
     @field_validator("editable", "protected", "knowledge")
     @classmethod
-    def _relative(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _relative(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         for p in v:
             pp = PurePosixPath(p)
-            if pp.is_absolute() or ".." in pp.parts or p.strip() != p or not p:
-                raise ValueError(f"{p!r} must be a plain relative path inside the recipe folder")
+            if (not p or pp.is_absolute() or ".." in pp.parts or p.strip() != p or pp.as_posix() != p
+                    or "\\" in p or "\0" in p):
+                raise ValueError(f"{p!r} must be a plain relative path inside the recipe folder, like 'train.py' "
+                                 "or 'src/model.py' (no '..', no leading '/' or './')")
+            if info.field_name != "knowledge" and not in_snapshot(p):
+                raise ValueError(f"{p!r} cannot be trial code: hidden files, {RECIPE_FILE} and the folders "
+                                 f"{', '.join(sorted(IGNORED_PARTS))} are never part of a snapshot")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a file is listed twice: {sorted(p for p in set(v) if v.count(p) > 1)}")
         return v
 
     @field_validator("metric_regex")
@@ -239,18 +274,47 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The recipe model class that the field at ``loc`` holds (for naming its allowed fields)."""
+    model: type[BaseModel] | None = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+    return model
+
+
+def _allowed(model: type[BaseModel] | None) -> str:
+    return ", ".join(sorted(n for n in model.model_fields if n != "root")) if model else ""
+
+
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid recipe"]
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        where = tuple(e["loc"])
+        if isinstance(e.get("ctx", {}).get("error"), _BoolForNumber):
+            where += (e["ctx"]["error"].field,)
+            e = {k: v for k, v in e.items() if k != "input"}
+        loc = ".".join(str(x) for x in where) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            allowed = sorted(Recipe.model_fields) if len(e["loc"]) == 1 else None
-            msg = "unknown field" + (f"; allowed fields: {', '.join(a for a in allowed if a != 'root')}" if allowed else "")
+            allowed = _allowed(_model_at(e["loc"][:-1]))
+            msg = "unknown field" + (f"; allowed fields: {allowed}" if allowed else "")
         elif e["type"] == "missing":
             msg = "required field is missing"
-        elif "input" in e and not isinstance(e["input"], (dict, list)):
-            msg += f" (got {e['input']!r})"
+        elif e["type"] in ("dict_type", "model_type", "model_attributes_type"):
+            allowed = _allowed(_model_at(e["loc"]))
+            msg = "must be a mapping of fields" + (f" (allowed: {allowed})" if allowed else "")
+        elif e["type"] in ("tuple_type", "list_type"):
+            msg = "must be a list, e.g. [a, b]"
+        if "input" in e and not isinstance(e["input"], (dict, list, tuple)) and e["type"] not in (
+                "missing", "extra_forbidden"):
+            shown = repr(e["input"])
+            msg += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
         lines.append(f"  field '{loc}': {msg}")
     return "\n".join(lines)
 
@@ -270,20 +334,29 @@ def load_recipe(path: str | Path, profile: str | None = None) -> Recipe:
     if not yaml_path.is_file():
         raise RecipeError(f"{yaml_path}: no recipe file here (a recipe is a folder with a {RECIPE_FILE})")
     try:
-        raw = yaml.safe_load(yaml_path.read_text())
+        text = yaml_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{yaml_path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise RecipeError(f"{yaml_path}: cannot be read: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise RecipeError(f"{yaml_path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
+    except RecursionError:
+        raise RecipeError(f"{yaml_path}: not valid YAML: nested too deeply") from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
         raise RecipeError(f"{yaml_path}: must be a mapping of fields (name, editable, command, metric, limits, ...)")
     profiles = raw.pop("profiles", None) or {}
-    if not isinstance(profiles, dict):
-        raise RecipeError(f"{yaml_path}: field 'profiles': must map profile names to field overrides")
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise RecipeError(f"{yaml_path}: field 'profiles': must map profile names to mappings of field overrides")
     if profile is not None:
         if profile not in profiles:
-            raise RecipeError(
-                f"{yaml_path}: no profile {profile!r}; this recipe has: {', '.join(sorted(profiles)) or 'none'}"
-            )
+            names = ", ".join(sorted(str(p) for p in profiles)) or "none"
+            raise RecipeError(f"{yaml_path}: no profile {profile!r}; this recipe has: {names}")
         raw = _deep_merge(raw, profiles[profile])
+    if "root" in raw:
+        raise RecipeError(f"{yaml_path}: field 'root': unknown field; allowed fields: {_allowed(Recipe)}")
     try:
         recipe = Recipe.model_validate({**raw, "root": root.resolve()})
     except ValidationError as e:
