@@ -60,7 +60,7 @@ class ClaudeSpecialist:
     """A specialist backed by Claude through the Messages API.  Thread-safe.
 
     Args:
-        model: model id, e.g. ``claude-sonnet-4-5``.
+        model: model id, e.g. ``claude-sonnet-5-5``.
         max_turns: model calls per proposal before it is given up as invalid.
         max_tokens: output tokens per call.
         base_url: an Anthropic-compatible server; default ``ANTHROPIC_BASE_URL``, then the SDK's.
@@ -81,7 +81,7 @@ class ClaudeSpecialist:
     def __init__(
         self,
         *,
-        model: str = "claude-sonnet-4-5",
+        model: str = "claude-sonnet-5-5",
         max_turns: int = 24,
         max_tokens: int = 8000,
         base_url: str | None = None,
@@ -110,14 +110,18 @@ class ClaudeSpecialist:
         self.client = self._client(api_key, request_timeout)
 
     def _client(self, api_key: str | None, timeout: float) -> anthropic.Anthropic:
-        client = anthropic.Anthropic(api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout)
-        if client.api_key or client.auth_token or client.credentials:
-            return client
+        try:
+            client = anthropic.Anthropic(api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout)
+            if client.api_key or client.auth_token or client.credentials:
+                return client
+            problem = "none found"
+        except anthropic.CredentialsError as e:  # e.g. a profile named but missing
+            problem = str(e)
         if self.base_url:  # a local server usually wants no key; the SDK wants one to send
             return anthropic.Anthropic(api_key=LOCAL_SERVER_KEY, base_url=self.base_url, max_retries=0,
                                        timeout=timeout)
-        raise UsageError("agent 'claude' needs Anthropic credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL "
-                         "for a compatible local server), or use --agent offline")
+        raise UsageError(f"agent 'claude' needs Anthropic credentials ({problem}): set ANTHROPIC_API_KEY (or "
+                         "ANTHROPIC_BASE_URL for a compatible local server), or use --agent offline")
 
     def close(self) -> None:
         """Stop waiting on retries (they raise ModelUnavailable) and close the HTTP client."""

@@ -98,9 +98,15 @@ def _closest_line(text: str, old: str) -> str | None:
     first = next((ln.strip() for ln in old.splitlines() if ln.strip()), "")
     if not first:
         return None
+    lines = [ln.strip() for ln in text.splitlines()]
+    squeezed = "".join(first.split())
+    # the usual slip: the same code with other spacing (``SCORE=0.5`` for ``SCORE = 0.5  # ...``)
+    same = [ln for ln in lines if squeezed and squeezed in "".join(ln.split())]
+    if same:
+        return min(same, key=len)
     import difflib
 
-    match = difflib.get_close_matches(first, [ln.strip() for ln in text.splitlines()], n=1, cutoff=0.6)
+    match = difflib.get_close_matches(first, lines, n=1, cutoff=0.6)
     return match[0] if match else None
 
 

@@ -180,5 +180,6 @@ class ToolBox:
             return Knob(name=name, low=k["low"], high=k["high"], log=bool(k.get("log", False)), integer=integer,
                         file=home)
         except ValidationError as e:
-            problem = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+            problem = "; ".join(err["msg"].removeprefix("Value error, ").removeprefix(f"knob {name}: ")
+                                for err in e.errors())
             return ToolResult(message("submit_bad_knob", name=name, problem=problem), True)

@@ -121,6 +121,7 @@ class FakeMessagesServer:
         self.script = script
         self.requests: list[Request] = []
         self.exhausted = False  # a request arrived after the last scripted reply
+        self.script_errors: list[Exception] = []  # raised by a callable script (answered with HTTP 400)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -146,7 +147,11 @@ class FakeMessagesServer:
             index = len(self.requests)
             self.requests.append(req)
             if callable(self.script):
-                r = self.script(req, index)
+                try:
+                    r = self.script(req, index)
+                except Exception as e:  # a broken script must fail the test, not hang it in retries
+                    self.script_errors.append(e)
+                    r = error(400, f"fake server: the script raised {type(e).__name__}: {e}")
             elif index < len(self.script):
                 r = self.script[index]
             else:
