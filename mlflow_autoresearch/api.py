@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,11 +49,22 @@ def evaluate_command(
         _report(rec, progress)
         return rec
 
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    # Bad input is refused before the tracking store is touched (or, for SQLite, created).
+    if recipe_dir is not None:
+        load_recipe(recipe_dir, profile)
+    if not re.fullmatch(r"[0-9a-f]{32}", trial_id):
+        raise UsageError(f"--trial {trial_id!r}: not an MLflow run id (32 hexadecimal digits)")
     uri = resolve_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UsageError(f"--trial {trial_id}: there is no tracking store at {uri}")
     client = MlflowClient(uri)
-    exp_name = client.get_experiment(client.get_run(trial_id).info.experiment_id).name
+    try:
+        exp_name = client.get_experiment(client.get_run(trial_id).info.experiment_id).name
+    except MlflowException as e:
+        raise UsageError(f"--trial {trial_id}: no such run in {uri} ({e.error_code})") from None
     store = MlflowStore(exp_name, uri, create=False)
     trial = store.get(trial_id)
     recipe = load_recipe(recipe_dir, profile or trial.tags.get(S.PROFILE)) if recipe_dir else recipe_of(trial)
