@@ -472,3 +472,13 @@ def test_transcript_stays_bounded():
     out = bounded_json(big)
     assert len(out) <= TRANSCRIPT_CHARS and "characters clipped" in out
     assert len(json.loads(out)["messages"]) == 40  # clipped strings, every message kept
+
+
+def test_close_interrupts_a_retry_wait(recipe, store):
+    with FakeMessagesServer(lambda req, i: error(529, retry_after=30)) as server:
+        spec = claude(server, retry=RetryPolicy(budget_seconds=120))
+        threading.Timer(0.3, spec.close).start()  # e.g. the loop stopping on Ctrl-C
+        t0 = time.monotonic()
+        with pytest.raises(ModelUnavailable, match="stopped while waiting to retry"):
+            spec.propose(make_ctx(recipe, store))
+    assert time.monotonic() - t0 < 5 and len(server.requests) == 1
