@@ -69,7 +69,7 @@ def toy_recipe(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory):
     """A local ``moto_server`` with one bucket (``.bucket``; ``.s3()`` is a boto3 client, ``.keys()`` lists)."""
-    from servers import MotoServer
+    from tests.servers import MotoServer
 
     server = MotoServer(tmp_path_factory.mktemp("moto")).start()
     yield server
@@ -79,7 +79,7 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated, empty MLflow SQLite database: each server of the session starts from a copy."""
-    from servers import migrated_db
+    from tests.servers import migrated_db
 
     return migrated_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
 
@@ -91,7 +91,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, moto_s3, mlflow_db_t
     Shared by the session: use a fresh experiment name (``servers.unique_name``).  A test may
     ``kill()``/``restart()`` it (same port and database) but must leave it healthy.
     """
-    from servers import MlflowServer
+    from tests.servers import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), s3=moto_s3, template=mlflow_db_template).start()
     yield server
@@ -113,7 +113,7 @@ def auth_mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_db_templ
     Clients authenticate through ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``
     (use ``monkeypatch.setenv``).  Artifacts stay on local disk.
     """
-    from servers import MlflowServer
+    from tests.servers import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), auth=True, template=mlflow_db_template).start()
     yield server

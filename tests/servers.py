@@ -189,7 +189,9 @@ class MlflowServer:
             ini.write_text("[mlflow]\ndefault_permission = READ\n"
                            f"database_uri = sqlite:///{self.root / 'auth.db'}\n"
                            f"admin_username = {ADMIN[0]}\n"
-                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                           # Without the cache every request re-hashes the password (PBKDF2): 1-2 s each here.
+                           "auth_cache_ttl_seconds = 60\n")
             env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
                        MLFLOW_FLASK_SERVER_SECRET_KEY="test-secret-key-not-for-production")
         return env

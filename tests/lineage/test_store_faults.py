@@ -12,10 +12,10 @@ import time
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
-from servers import LossyProxy, unique_name
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch.lineage import MlflowStore, TrialDraft
+from tests.servers import LossyProxy, unique_name
 
 
 def draft(who: str, i: int) -> TrialDraft:

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from servers import unique_name
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import StoreError
 from mlflow_autoresearch.lineage import InMemoryStore, Lineage, LineageStore, MlflowStore, TrialDraft, query_trial
+from tests.servers import unique_name
 
 STORE_MODES = ["memory", "sqlite", "server"]
 MARKER = "…[truncated; full text in artifacts]"
