@@ -7,6 +7,7 @@ call works on its own folders and processes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import pwd
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -93,9 +95,11 @@ _IDENTITY_CACHE: dict[str, tuple[int, int] | None] = {}
 def sandbox_identity() -> tuple[int, int] | None:
     """(uid, gid) to run trials as, or None to keep the current user.
 
-    As root, trials run as ``nobody`` (or ``$AUTORESEARCH_SANDBOX_USER``),
-    provided that user can run this interpreter; otherwise a warning says why
-    containment is weaker.  Setting the variable to an empty string keeps root.
+    As root, trials run unprivileged, provided ``nobody`` can run this
+    interpreter; otherwise a warning says why containment is weaker.  Each
+    :class:`Workspace` then leases its own uid (group ``nobody``'s); setting
+    ``$AUTORESEARCH_SANDBOX_USER`` runs every trial as that named user instead,
+    and an empty string keeps root.  This returns the base identity.
     """
     if os.geteuid() != 0:
         return None
@@ -118,6 +122,71 @@ def sandbox_identity() -> tuple[int, int] | None:
             identity = None
     _IDENTITY_CACHE[name] = identity
     return identity
+
+
+# Per-evaluation sandbox uids (no passwd entry): trials cannot signal, trace or read each other, and
+# RLIMIT_NPROC counts one trial's processes only.  Leased with flock, so a crashed evaluator frees its uid.
+UID_BASE = 1_900_000_000
+UID_SLOTS = 4096
+
+
+class UidLease:
+    """One uid from the sandbox range, held (by an flock) until :meth:`release`.
+
+    Used as root when ``$AUTORESEARCH_SANDBOX_USER`` is not set: the trial
+    gets this uid and the group of ``nobody``.  Any process left with the uid
+    (from an evaluator that crashed) is killed when the lease is taken.
+    """
+
+    def __init__(self) -> None:
+        folder = _lock_folder()
+        start = int.from_bytes(os.urandom(2), "little") % UID_SLOTS
+        for i in range(UID_SLOTS):
+            uid = UID_BASE + (start + i) % UID_SLOTS
+            fd = os.open(folder / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            kill_processes_of(uid)
+            return
+        raise HarnessError(f"all {UID_SLOTS} sandbox uids are in use")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            kill_processes_of(self.uid)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock_folder() -> Path:
+    """A folder only root can write (a squatter could otherwise hold every uid's lock)."""
+    for candidate in (Path("/run/autoresearch-uids"), Path(tempfile.gettempdir()) / "autoresearch-uids-root"):
+        try:
+            candidate.mkdir(mode=0o700, exist_ok=True)
+            st = candidate.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022:
+            return candidate
+    raise HarnessError("no root-owned folder for the sandbox uid locks (/run/autoresearch-uids)")
+
+
+def kill_processes_of(uid: int) -> int:
+    """SIGKILL every process running as ``uid``; returns how many there were."""
+    n = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid == uid:
+                os.kill(int(name), signal.SIGKILL)
+                n += 1
+        except OSError:
+            continue
+    return n
 
 
 def sandbox_level() -> str:
@@ -147,6 +216,8 @@ def scrubbed_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, s
     # The interpreter's own folder first, so `python` means the evaluator's Python.
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     env.update(
+        USER="trial",  # the sandbox uid has no passwd entry: getpass.getuser() reads these first
+        LOGNAME="trial",
         HOME=str(home),
         TMPDIR=str(home / "tmp"),
         PYTHONUNBUFFERED="1",
@@ -177,6 +248,10 @@ class Workspace:
 
     def __init__(self, base: str | None = None) -> None:
         self.identity = sandbox_identity()
+        self._lease: UidLease | None = None
+        if self.identity is not None and SANDBOX_USER_ENV not in os.environ:
+            self._lease = UidLease()
+            self.identity = (self._lease.uid, self.identity[1])
         self.root = Path(tempfile.mkdtemp(prefix="autoresearch-", dir=base))
         os.chmod(self.root, 0o711)
         self.logs = self.root / "logs"
@@ -311,6 +386,8 @@ class Workspace:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._lease is not None:
+            self._lease.release()
 
     def __enter__(self) -> Workspace:
         return self

@@ -14,7 +14,7 @@ Containment, in order of strength:
   ``/root``, or write outside world-writable places, and the kernel enforces
   ``RLIMIT_NPROC``.
 * rlimits: open files, largest file (``RLIMIT_FSIZE``), processes.
-* Polling every 50 ms: the wall clock, resident memory summed over the tree,
+* Polling every 50 ms, at a higher CPU priority than the trial when root: the wall clock, resident memory summed over the tree,
   process count; every second: bytes under the working folder.
 * A new network namespace (no interfaces but a down loopback) when the spec
   says ``network: false`` and the kernel allows it.
@@ -49,6 +49,7 @@ PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 POLL = 0.05
 DISK_POLL_MIN = 0.25
+SUPERVISOR_NICE = -10  # as root: the supervisor outranks the trial's processes for the CPU
 _STOP = []  # set by SIGTERM: the evaluator is shutting down, end the trial now
 
 
@@ -280,6 +281,7 @@ def _preexec(spec: dict, status_w: int):
         lim = spec["limits"]
         nproc = None
         if os.geteuid() == 0:
+            os.setpriority(os.PRIO_PROCESS, 0, spec.get("trial_nice", 0))  # undo the supervisor's boost
             if not network and libc.unshare(CLONE_NEWNET) != 0:
                 notes.append("network-not-isolated")
             if uid is not None:
@@ -318,6 +320,9 @@ def supervise(spec: dict) -> dict:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.geteuid() == 0:
+        # A trial's busy processes (a fork bomb spinning at the process cap) must not starve the watcher.
+        os.setpriority(os.PRIO_PROCESS, 0, SUPERVISOR_NICE)
     lim = spec["limits"]
     out = Capture(lim["output_bytes"], spec["stdout_path"])
     err = Capture(lim["output_bytes"], spec["stderr_path"])

@@ -41,7 +41,7 @@ SECRETS = {
     "MY_APP_DATABASE_URL": "postgres://u:redteam-pass-0006@db/x",  # not a known name: the allow-list drops it
 }
 # What the evaluator itself puts in a trial's environment, besides the allow-list.
-EVALUATOR_ENV = {"HOME", "TMPDIR", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "MPLCONFIGDIR",
+EVALUATOR_ENV = {"HOME", "USER", "LOGNAME", "TMPDIR", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "MPLCONFIGDIR",
                  "AUTORESEARCH_SEED", "AUTORESEARCH_RESULT"}
 
 
@@ -441,6 +441,25 @@ def test_killing_the_supervisor_in_same_user_mode_is_a_crash_not_an_escape(run_t
     assert "supervisor-killed" in ev.notes
     assert ran.seconds < 10
     # The trial's process group (the script and its sleeping child) is gone: see `unharmed`.
+
+
+def test_kill_minus_one_does_not_reach_a_trial_running_beside_it(run_trial, tmp_path):
+    """kill(-1, SIGKILL) signals every process the caller may signal: with one uid per trial, only its own."""
+    import threading
+
+    results = {}
+    victim = threading.Thread(target=lambda: results.setdefault("victim", run_trial(
+        "import time\ntime.sleep(2.5)\n" + OK_LINES)))
+    victim.start()
+    import time
+
+    time.sleep(0.8)  # the victim is running
+    hostile = run_trial("import os, signal, time\ntime.sleep(0.2)\nos.kill(-1, signal.SIGKILL)\n" + OK_LINES)
+    victim.join(timeout=60)
+    assert hostile.evaluation.outcome is Outcome.OK  # kill(-1) spares the caller itself
+    if USER:
+        assert results["victim"].evaluation.outcome is Outcome.OK, results["victim"].evaluation.reason
+    # In same-user mode the victim dies too (and so may other processes of the user): docs/security.md.
 
 
 # ----- the network ------------------------------------------------------------------------------------
