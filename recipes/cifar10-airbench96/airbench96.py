@@ -63,7 +63,8 @@ TINY = dict(EPOCHS=8, BATCH_SIZE=128, LR=20.0, WIDTHS=(16, 32, 32), TRANSLATE=2,
             WHITEN_BIAS_EPOCHS=1, WHITEN_IMAGES=512, TTA_LEVEL=1)  # --tiny: CPU seconds, generated 16x16 data
 if MODE == "tiny":
     globals().update(TINY)
-if MODE == "smoke":
+if MODE == "smoke":  # two steps of the real net on 4,096 random images; small batches on a CPU
+    BATCH_SIZE = BATCH_SIZE if torch.cuda.is_available() else 64
     EPOCHS = 2 * BATCH_SIZE / 4096
 
 MEAN = (0.4914, 0.4822, 0.4465)

@@ -63,8 +63,9 @@ TINY = dict(DEPTH=2, ASPECT=32, HEAD_DIM=16, VOCAB_SIZE=256, SEQ_LEN=64, BATCH_T
             MUON_MOMENTUM_WARMUP=20, COMPILE=False)  # --tiny
 if MODE == "tiny":
     globals().update(TINY)
-if MODE == "smoke":
-    MAX_STEPS, BATCH_TOKENS = 2, SEQ_LEN * DEVICE_BATCH
+if MODE == "smoke":  # two steps of the real model; one sequence per step on a CPU
+    DEVICE_BATCH = DEVICE_BATCH if torch.cuda.is_available() else 1
+    MAX_STEPS, BATCH_TOKENS, COMPILE = 2, SEQ_LEN * DEVICE_BATCH, COMPILE and torch.cuda.is_available()
 WIDTH = ASPECT * DEPTH
 N_HEAD = max(1, WIDTH // HEAD_DIM)
 

@@ -78,8 +78,9 @@ TINY = dict(VOCAB_SIZE=512, NUM_LAYERS=2, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEAD
             MATRIX_LR=0.05, EMBED_LR=0.05, MUON_MOMENTUM_WARMUP=20, COMPILE=False)  # --tiny
 if MODE == "tiny":
     globals().update(TINY)
-if MODE == "smoke":
-    MAX_STEPS, BATCH_TOKENS = 2, SEQ_LEN * DEVICE_BATCH
+if MODE == "smoke":  # two steps of the real model; one sequence per step on a CPU
+    DEVICE_BATCH = DEVICE_BATCH if torch.cuda.is_available() else 1
+    MAX_STEPS, BATCH_TOKENS, COMPILE = 2, SEQ_LEN * DEVICE_BATCH, COMPILE and torch.cuda.is_available()
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

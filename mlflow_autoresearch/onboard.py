@@ -1,0 +1,434 @@
+"""``autoresearch init PATH``: turn an existing training script into a recipe.
+
+Every answer a recipe needs (command, metric and how it is printed, direction,
+editable and protected files, time limit) comes from a flag, else from a
+question when stdin is a terminal, else from a dry run of the command under
+the evaluator's sandbox, else the command stops with a :class:`UsageError`
+naming the missing flag (exit code 2).  The recipe is validated by running
+the baseline once through :func:`~mlflow_autoresearch.evaluator.evaluate_code`
+*before* ``recipe.yaml`` is written: a recipe that cannot score its own
+baseline is never written.
+
+The detection helpers (:func:`guess_command`, :func:`local_imports`,
+:func:`metric_candidates`, :func:`pick_metric`, :func:`guess_goal`) are pure
+functions of files and text.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from mlflow_autoresearch._errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+DRY_RUN_SECONDS = 1800.0  # wall-clock limit of the dry run when --time-limit is not given
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+# A label (words separated by single spaces) right after the start of a line, a
+# separator such as ':', ',' or '|', or a number and a space; then an optional
+# ':'/'=' and a number.
+_FREE = re.compile(
+    rf"(?:^|(?<=[^\w\s])|(?<=\d[ \t]))[ \t]*(?P<label>[A-Za-z][A-Za-z0-9_]*(?:[ \t][A-Za-z][A-Za-z0-9_]*)*)"
+    rf"[ \t]*[:=]?[ \t]*(?P<num>{NUMBER})(?![\w.])",
+    re.MULTILINE,
+)
+COUNTERS = frozenset({"step", "steps", "epoch", "epochs", "iter", "iteration", "batch", "lr", "time", "seconds",
+                      "elapsed", "tokens", "it", "seed", "eta", "ms", "s", "train_seconds", "artifact_bytes"})
+_MINIMIZE = ("loss", "error", "err", "perplexity", "ppl", "bpb", "bpc", "nll", "mse", "mae", "rmse", "wer", "cer",
+             "seconds", "time", "latency")
+_MAXIMIZE = ("acc", "accuracy", "score", "f1", "auc", "reward", "bleu", "rouge", "map", "precision", "recall",
+             "r2", "core", "top1", "top5", "iou", "dice")
+ENTRY_NAMES = ("train.py", "main.py", "run.py")
+
+
+@dataclass(frozen=True)
+class MetricCandidate:
+    """A number the dry run printed: its name, last value, and the regex to read it (None: ``name: value`` lines)."""
+
+    name: str
+    value: float
+    regex: str | None
+    line: str
+
+
+# ----- detection (pure) -----------------------------------------------------
+
+def guess_command(folder: Path) -> str | None:
+    """``python train.py`` (or main.py, run.py), else the only script with a ``__main__`` block."""
+    for name in ENTRY_NAMES:
+        if (folder / name).is_file():
+            return f"python {name}"
+    mains = [p.name for p in sorted(folder.glob("*.py")) if "__main__" in p.read_text(errors="replace")]
+    return f"python {mains[0]}" if len(mains) == 1 else None
+
+
+def entry_script(command: str, folder: Path) -> str | None:
+    """The folder-relative ``.py`` file a command runs (``python x.py``, ``python -m pkg.mod``), if any."""
+    words = command.split()
+    for i, w in enumerate(words):
+        if w.endswith(".py") and (folder / w).is_file():
+            return Path(w).as_posix()
+        if w == "-m" and i + 1 < len(words):
+            mod = words[i + 1].replace(".", "/")
+            for cand in (f"{mod}.py", f"{mod}/__main__.py"):
+                if (folder / cand).is_file():
+                    return cand
+    return None
+
+
+def local_imports(folder: Path, entry: str) -> list[str]:
+    """``entry`` and every ``.py`` file of ``folder`` it imports, directly or not (sorted, relative)."""
+    folder = folder.resolve()
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        path = folder / rel
+        try:
+            tree = ast.parse(path.read_text(errors="replace"), filename=rel)
+        except SyntaxError:
+            continue
+        base = PathParts(rel)
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                pkg = base.package(node.level) if node.level else ""
+                mod = ".".join(p for p in (pkg, node.module or "") if p)
+                names = [mod] + [f"{mod}.{a.name}" if mod else a.name for a in node.names]
+            for name in names:
+                for cand in _module_files(folder, name):
+                    if cand not in seen:
+                        todo.append(cand)
+    return sorted(seen)
+
+
+class PathParts:
+    def __init__(self, rel: str) -> None:
+        self.parts = Path(rel).parent.parts
+
+    def package(self, level: int) -> str:
+        keep = len(self.parts) - (level - 1)
+        return ".".join(self.parts[: max(0, keep)])
+
+
+def _module_files(folder: Path, dotted: str) -> list[str]:
+    if not dotted:
+        return []
+    rel = dotted.replace(".", "/")
+    found = []
+    for cand in (f"{rel}.py", f"{rel}/__init__.py"):
+        if (folder / cand).is_file():
+            found.append(cand)
+    # `import pkg.mod` also runs pkg/__init__.py
+    parts = dotted.split(".")
+    for i in range(1, len(parts)):
+        init = "/".join(parts[:i]) + "/__init__.py"
+        if (folder / init).is_file():
+            found.append(init)
+    return found
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def label_regex(label: str) -> str:
+    """A regex (one capture group) that reads the number printed after ``label``."""
+    words = r"[ \t]+".join(re.escape(w) for w in label.split())
+    return rf"(?:^|[^\w\s]|\d(?=[ \t]))[ \t]*{words}[ \t]*[:=]?[ \t]*({NUMBER})"
+
+
+def metric_candidates(stdout: str) -> list[MetricCandidate]:
+    """Every named number in ``stdout``: ``name: value`` lines first, then free-form labels."""
+    from mlflow_autoresearch.evaluator._metrics import parse_text
+
+    found: dict[str, MetricCandidate] = {}
+    native = parse_text(stdout)
+    for name, values in native.items():
+        line = next((ln for ln in reversed(stdout.splitlines()) if ln.strip().startswith(name)), name)
+        found[name] = MetricCandidate(name, values[-1], None, line.strip())
+    for m in _FREE.finditer(stdout):
+        label = " ".join(m.group("label").split())
+        name = _slug(label)
+        if not name or name in native:
+            continue
+        line = stdout[stdout.rfind("\n", 0, m.start()) + 1 : stdout.find("\n", m.end()) % (len(stdout) + 1)]
+        found[name] = MetricCandidate(name, float(m.group("num")), label_regex(label), line.strip())
+    return list(found.values())
+
+
+def pick_metric(cands: list[MetricCandidate]) -> MetricCandidate | None:
+    """The likeliest score: a held-out loss/accuracy, else any accuracy, else any loss; None if unclear."""
+    useful = [c for c in cands if c.name not in COUNTERS and not c.name.endswith(("_step", "_epoch"))]
+    held_out = ("val", "valid", "validation", "test", "eval", "dev")
+    tests = [
+        lambda n: any(h in n.split("_") for h in held_out) and guess_goal(n) is not None,
+        lambda n: "acc" in n or "accuracy" in n,
+        lambda n: "loss" in n,
+    ]
+    for test in tests:
+        hits = [c for c in useful if test(c.name)]
+        if hits:
+            return hits[-1]
+    return useful[0] if len(useful) == 1 and guess_goal(useful[0].name) else None
+
+
+def guess_goal(name: str) -> str | None:
+    words = set(_slug(name).split("_"))
+    if words & set(_MINIMIZE):
+        return "minimize"
+    if words & set(_MAXIMIZE) or any(w.startswith("acc") for w in words):
+        return "maximize"
+    return None
+
+
+def _recipe_name(folder: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-._") or "recipe"
+    return name[:100] if name[0].isalnum() else f"r{name}"[:100]
+
+
+# ----- the command ---------------------------------------------------------------
+
+@dataclass
+class Answers:
+    command: str | None
+    metric: str | None
+    metric_regex: str | None
+    goal: str | None
+    editable: tuple[str, ...]
+    protected: tuple[str, ...]
+    time_limit: float | None
+    name: str | None
+    seeds: int
+    network: bool
+
+
+Ask = Callable[..., object]
+Say = Callable[[str], None]
+
+
+def _build(folder: Path, a: Answers, metric_regex: dict[str, str]):
+    from pydantic import ValidationError
+
+    from mlflow_autoresearch.recipe import Recipe
+
+    spec = {
+        "name": a.name or _recipe_name(folder),
+        "description": f"Onboarded by `autoresearch init` from {folder.name}.",
+        "editable": list(a.editable),
+        "protected": list(a.protected),
+        "command": a.command,
+        "metric": {"name": a.metric or "__probe__", "goal": a.goal or "minimize"},
+        "metric_regex": metric_regex,
+        "limits": {"train_seconds": a.time_limit or DRY_RUN_SECONDS},
+        "seeds": a.seeds,
+        "network": a.network,
+        "root": folder,
+    }
+    try:
+        return Recipe.model_validate(spec)
+    except ValidationError as e:
+        flags = {"editable": "--editable", "protected": "--protected", "metric_regex": "--metric-regex",
+                 "name": "--name", "limits": "--time-limit", "command": "--command"}
+        lines = ["the answers do not make a valid recipe:"]
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            lines.append(f"  {flags.get(field, field or 'recipe')}: {err['msg']}")
+        raise UsageError("\n".join(lines)) from None
+
+
+def _run(recipe, folder: Path, say: Say):
+    """Run the recipe's command once through the evaluator; (evaluation, stdout)."""
+    from mlflow_autoresearch.evaluator import evaluate_code
+
+    with tempfile.TemporaryDirectory(prefix="autoresearch-init-") as logs:
+        ev = evaluate_code(recipe, folder, seeds=1, keep_logs_in=Path(logs), progress=lambda m: logger.debug(m))
+        out = Path(logs) / "seed0.stdout.txt"
+        stdout = out.read_text(errors="replace") if out.exists() else ""
+    return ev, stdout
+
+
+def _command_failed(ev, command: str) -> UsageError:
+    tail = "\n".join(ev.error_tail.splitlines()[-12:])
+    return UsageError(f"`{command}` did not run to the end under the evaluator: {ev.outcome.value}: {ev.reason}"
+                      + (f"\n{tail}" if tail else "")
+                      + "\n(fix the script or the flags; --time-limit and --network may help)")
+
+
+def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bool, say: Say,
+            ask: Ask = click.prompt) -> Path:
+    """Detect what is missing, validate by running the baseline once, then write ``recipe.yaml``.
+
+    Returns the path written.  Raises UsageError (nothing written) for every
+    answer that is missing, invalid, or does not score the baseline.
+    """
+    from mlflow_autoresearch.outcome import Outcome
+    from mlflow_autoresearch.recipe import RECIPE_FILE, load_recipe
+
+    folder = folder.resolve()
+    target = folder / RECIPE_FILE
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists; pass --force to replace it")
+    if a.metric_regex and not a.metric:
+        raise UsageError("--metric-regex needs --metric: the name the matched number is recorded under")
+
+    # command
+    if a.command is None:
+        guess = guess_command(folder)
+        if interactive:
+            a.command = str(ask("Command that trains (run in the folder)", default=guess))
+        elif guess:
+            a.command = guess
+            say(f"command: {guess} (detected)")
+        else:
+            raise UsageError(f"--command is required: no {', '.join(ENTRY_NAMES)} and no single script with a "
+                             f"__main__ block in {folder}")
+    entry = entry_script(a.command, folder)
+
+    # editable files
+    if not a.editable:
+        detected = local_imports(folder, entry) if entry else []
+        detected = [f for f in detected if f not in a.protected]
+        if interactive:
+            answer = str(ask("Editable files (comma-separated)", default=",".join(detected) or None))
+            a.editable = tuple(s.strip() for s in answer.split(",") if s.strip())
+        elif detected:
+            a.editable = tuple(detected)
+            say(f"editable: {', '.join(detected)} (the entry script and the local modules it imports)")
+        else:
+            raise UsageError("--editable is required: the command runs no .py file of this folder that could be detected")
+    for flag, files in (("--editable", a.editable), ("--protected", a.protected)):
+        for rel in files:
+            p = folder / rel
+            if not p.is_file() or p.is_symlink():
+                raise UsageError(f"{flag} {rel}: not a regular file in {folder}")
+
+    # dry run: the metric and the time limit come from what the command prints and takes
+    regex = {a.metric: a.metric_regex} if a.metric and a.metric_regex else {}
+    if run and (a.metric is None or a.time_limit is None):
+        say(f"dry run: `{a.command}` under the evaluator's sandbox ...")
+        probe = _build(folder, Answers(**{**a.__dict__, "metric": a.metric or "__probe__"}), regex)
+        ev, stdout = _run(probe, folder, say)
+        if not ev.seed_metrics:
+            raise _command_failed(ev, a.command)
+        wall = ev.train_seconds or 0.0
+        say(f"dry run: finished in {wall:.1f} s")
+        if a.metric is None:
+            cands = metric_candidates(stdout)
+            chosen = pick_metric(cands)
+            if interactive:
+                if cands:
+                    say("numbers the run printed: " + ", ".join(f"{c.name}={c.value:g}" for c in cands))
+                a.metric = str(ask("Metric to optimise", default=chosen.name if chosen else None))
+                chosen = next((c for c in cands if c.name == a.metric), None)
+            elif chosen is None:
+                listed = ", ".join(c.name for c in cands) or "none"
+                raise UsageError(f"--metric is required: the dry run printed no metric that is clearly the score "
+                                 f"(named numbers seen: {listed})")
+            else:
+                a.metric = chosen.name
+                say(f"metric: {chosen.name} (detected in: {chosen.line!r})")
+            if chosen is not None and chosen.regex and not a.metric_regex:
+                a.metric_regex = chosen.regex
+                regex = {a.metric: chosen.regex}
+                say(f"metric_regex: {chosen.regex}")
+        if a.time_limit is None:
+            default = float(max(60, 10 * math.ceil(4 * wall / 10)))
+            a.time_limit = float(ask("Time limit per run, seconds", default=default, type=float)) \
+                if interactive else default
+            say(f"time limit: {a.time_limit:g} s per run" + ("" if interactive else " (4x the dry run, at least 60)"))
+    if a.metric is None:
+        raise UsageError("--metric is required with --no-run (nothing runs to detect it from)")
+    if a.time_limit is None:
+        a.time_limit = DRY_RUN_SECONDS
+
+    # goal
+    if a.goal is None:
+        guess = guess_goal(a.metric)
+        if interactive:
+            a.goal = str(ask("Goal", default=guess, type=click.Choice(["minimize", "maximize"])))
+        elif guess:
+            a.goal = guess
+            say(f"goal: {guess} {a.metric} (from its name)")
+        else:
+            raise UsageError(f"--goal is required: minimize or maximize {a.metric}? (not clear from the name)")
+
+    recipe = _build(folder, a, regex)
+    _warn_size(recipe, say)
+    if run:
+        say(f"baseline: running `{a.command}` once through the evaluator ...")
+        ev, _ = _run(recipe, folder, say)
+        if ev.outcome is not Outcome.OK:
+            if ev.seed_metrics and recipe.metric.name not in ev.seed_metrics[0]:
+                raise UsageError(f"--metric {a.metric}: the baseline ran but printed no '{a.metric}: <number>' line"
+                                 + (" matching --metric-regex" if regex else "")
+                                 + "; pass --metric-regex for a custom format")
+            raise _command_failed(ev, a.command)
+        say(f"baseline: ok — {a.metric} = {ev.score:.6g} in {ev.train_seconds:.1f} s (evaluator clock)")
+    target.write_text("# Written by `autoresearch init`; edit freely (see DESIGN.md for the fields).\n"
+                      + recipe.to_yaml())
+    load_recipe(folder)  # what was written loads back
+    say(f"wrote {target}")
+    say(f"next: autoresearch run --recipe {folder}")
+    return target
+
+
+def _warn_size(recipe, say: Say, limit: int = 50 * 1024**2) -> None:
+    sizes = sorted(((recipe.root / rel).stat().st_size, rel) for rel in recipe.snapshot_files())
+    total = sum(s for s, _ in sizes)
+    if total > limit:
+        big = ", ".join(f"{rel} ({s / 1024**2:.0f} MB)" for s, rel in sizes[-3:])
+        say(f"warning: every trial copies {total / 1024**2:.0f} MB of this folder (largest: {big}); move data into "
+            f"a data/ or outputs/ subfolder, which trials do not copy")
+
+
+@click.command("init")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--command", "command", default=None, help="Command that trains, run in PATH [default: python train.py].")
+@click.option("--metric", default=None, help="Name of the score [default: detected from a dry run].")
+@click.option("--metric-regex", default=None,
+              help="Regex with one capture group around the number, for scripts that print their own format "
+                   "(e.g. 'val loss ([0-9.]+)').")
+@click.option("--goal", type=click.Choice(["minimize", "maximize"]), default=None,
+              help="Which way the metric is better [default: from its name].")
+@click.option("--editable", multiple=True, help="A file agents may edit (repeatable) [default: the script and its local imports].")
+@click.option("--protected", multiple=True, help="A file agents may not edit, e.g. an evaluation (repeatable).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock seconds per run [default: 4x the dry run, at least 60].")
+@click.option("--name", default=None, help="Recipe name [default: the folder's name].")
+@click.option("--seeds", type=click.IntRange(1, 100), default=1, show_default=True, help="Seeds per trial.")
+@click.option("--network/--no-network", default=False, show_default=True, help="Let runs reach the network.")
+@click.option("--interactive/--no-interactive", default=None,
+              help="Ask for missing answers [default: when stdin is a terminal].")
+@click.option("--no-run", is_flag=True, help="Write recipe.yaml without running anything (needs --metric).")
+@click.option("--force", is_flag=True, help="Replace an existing recipe.yaml.")
+def init_command(path: Path, command, metric, metric_regex, goal, editable, protected, time_limit, name, seeds,
+                 network, interactive, no_run, force) -> None:
+    """Onboard the training script in PATH: detect, ask or take the answers, validate, write recipe.yaml."""
+    from mlflow_autoresearch.cli import handles_errors
+
+    answers = Answers(command=command, metric=metric, metric_regex=metric_regex, goal=goal,
+                      editable=tuple(editable), protected=tuple(protected), time_limit=time_limit, name=name,
+                      seeds=seeds, network=network)
+    if interactive is None:
+        interactive = sys.stdin.isatty()
+
+    def say(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    handles_errors(onboard)(path, answers, interactive=interactive, run=not no_run, force=force, say=say)
