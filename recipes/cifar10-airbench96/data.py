@@ -84,9 +84,9 @@ def _batches(tar: tarfile.TarFile, names: tuple[str, ...]) -> tuple[np.ndarray, 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def prepare(root: Path | None = None, url: str = CIFAR_URL, md5: str | None = CIFAR_MD5) -> Path:
+def prepare(root: Path | None = None, url: str | None = None, md5: str | None = CIFAR_MD5) -> Path:
     """Make sure ``train.npz`` and ``test.npz`` are in the cache; download once if not."""
-    root = root or data_dir()
+    root, url = root or data_dir(), url or CIFAR_URL
     if all((root / f"{s}.npz").is_file() for s in ("train", "test")):
         return root
     try:

@@ -304,13 +304,13 @@ def train_tokenizer(texts, vocab_size: int = VOCAB_SIZE, max_chars: int = TOKENI
     return tok
 
 
-def prepare(root: Path | None = None, shards: int = PARQUET_SHARDS, shard_url: str = SHARD_URL,
-            bundle_url: str = BUNDLE_URL, vocab_size: int = VOCAB_SIZE, tokenizer_chars: int = TOKENIZER_CHARS,
+def prepare(root: Path | None = None, shards: int = PARQUET_SHARDS, shard_url: str | None = None,
+            bundle_url: str | None = None, vocab_size: int = VOCAB_SIZE, tokenizer_chars: int = TOKENIZER_CHARS,
             max_per_task: int = MAX_PER_TASK) -> Path:
     """Download, train the tokenizer, tokenize the shards and the CORE bundle (idempotent)."""
     from tokenizers import Tokenizer
 
-    root = root or data_dir()
+    root, shard_url, bundle_url = root or data_dir(), shard_url or SHARD_URL, bundle_url or BUNDLE_URL
     raw = root / "raw"
     parquet = [raw / f"shard_{i:05d}.parquet" for i in range(shards)]
     for i, p in enumerate(parquet):

@@ -230,9 +230,9 @@ def fetch(url: str, dest: Path, timeout: float = 60.0) -> Path:
     return dest
 
 
-def prepare(train_shards: int = TRAIN_SHARDS, root: Path | None = None, base_url: str = BASE_URL) -> Path:
+def prepare(train_shards: int = TRAIN_SHARDS, root: Path | None = None, base_url: str | None = None) -> Path:
     """Download what is missing: tokenizer, validation shard, ``train_shards`` train shards."""
-    root = root or data_dir()
+    root, base_url = root or data_dir(), base_url or BASE_URL
     wanted = [(f"tokenizers/{TOKENIZER}", root / TOKENIZER),
               (f"datasets/{DATASET}/fineweb_val_000000.bin", root / "fineweb_val_000000.bin")]
     wanted += [(f"datasets/{DATASET}/fineweb_train_{i:06d}.bin", root / f"fineweb_train_{i:06d}.bin")

@@ -11,6 +11,7 @@ import importlib.util
 import math
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def load_module(path: Path, name: str):
     """Import a recipe's module by path, under a unique name (every recipe has a data.py)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
