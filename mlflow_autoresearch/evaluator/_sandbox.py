@@ -44,6 +44,7 @@ SAFE_ENV = (
     "OPENBLAS_NUM_THREADS",
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
+    "AUTORESEARCH_DATA_DIR",  # where recipes cache their datasets (a path, never a secret)
 )
 SANDBOX_USER_ENV = "AUTORESEARCH_SANDBOX_USER"
 

@@ -214,3 +214,16 @@ def test_nanochat_rendering_follows_nanochat_templates(tmp_path):
     assert [t[a - 1 : b - 1] for t, (a, b) in zip(texts, spans, strict=True)] == ["Xa", "Yb", "Zc", "Wd"]
     (lm_seq,), ((a, b),), _ = tasks["count"].examples[0]
     assert "".join(chr(i) for i in lm_seq[a:b]) == " four"
+
+
+def test_the_data_cache_folder_reaches_trials_through_the_scrubbed_environment(tmp_path, monkeypatch):
+    from mlflow_autoresearch.evaluator import evaluate_code
+    from mlflow_autoresearch.recipe import load_recipe
+    from tests.conftest import write_recipe
+
+    monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(tmp_path / "datasets"))
+    root = write_recipe(tmp_path / "r", {
+        "name": "env", "editable": ["train.py"], "command": "python train.py",
+        "metric": {"name": "seen", "goal": "maximize"}, "limits": {"train_seconds": 30}},
+        {"train.py": f"import os\nprint('seen:', int(os.environ.get('AUTORESEARCH_DATA_DIR') == {str(tmp_path / 'datasets')!r}))\n"})
+    assert evaluate_code(load_recipe(root), root).score == 1.0
