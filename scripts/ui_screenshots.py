@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,27 +326,37 @@ def urls(server_url: str, p: dict) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Shot:
+    """One screenshot: the PNG, the page's address and the text it showed."""
+
+    path: Path
+    url: str
+    text: str
+
+
 def take(server_url: str, out_dir: Path, experiment: str | None = None, chromium: str | None = None,
-         prefix: str = "ui-") -> dict[str, Path]:
-    """The four screenshots; returns name -> PNG path.  Raises TimeoutError when a page never shows its content."""
+         prefix: str = "ui-") -> dict[str, Shot]:
+    """The four screenshots, by name.  Raises TimeoutError when a page never shows its content."""
     p = plan(server_url, experiment)
     focus, other = p["focus"], p["other"]
     u = urls(server_url, p)
-    shots: dict[str, Path] = {}
+    shots: dict[str, Shot] = {}
     with Browser(chromium) as b:
         b.before_each_page(prefs_script(p["experiment_id"], ui_state(p["score"], p["gates"])))
-        b.open(u["runs"], [focus.name, "autoresearch.outcome", p["score"]])
-        shots["runs"] = b.screenshot(out_dir / f"{prefix}runs-table.png")
-        b.open(u["run"], [focus.name, "Hypothesis", "Outcome"], actions=("__click('Show more')",))
-        shots["run"] = b.screenshot(out_dir / f"{prefix}trial-note.png")
+
+        def shot(name: str, file: str, wait_for: list[str], **kw) -> None:
+            text = b.open(u[name], wait_for, **kw)
+            shots[name] = Shot(b.screenshot(out_dir / f"{prefix}{file}.png"), u[name], text)
+
+        shot("runs", "runs-table", [focus.name, "autoresearch.outcome", p["score"]])
+        shot("run", "trial-note", [focus.name, "Hypothesis", "Outcome"], actions=("__click('Show more')",))
         # MLflow previews no .diff file, so the comparison shows metrics (did it help) and the tags that
         # differ (hypothesis, outcome, decision and its reason: what changed and why it was kept).
-        b.open(u["compare"], [focus.name, other.name, p["score"], "Show diff only"],
-               actions=("__click('Visualizations')", "__click('Artifacts')", "__click('Parameters')",
-                        "__switchAfter('Metrics')", "__switchAfter('Tags')", "__scroll('Metrics')"))
-        shots["compare"] = b.screenshot(out_dir / f"{prefix}compare.png")
-        b.open(u["chart"], [p["score"]], settle=4.0)
-        shots["chart"] = b.screenshot(out_dir / f"{prefix}charts.png")
+        shot("compare", "compare", [focus.name, other.name, p["score"], "Show diff only"],
+             actions=("__click('Visualizations')", "__click('Artifacts')", "__click('Parameters')",
+                      "__switchAfter('Metrics')", "__switchAfter('Tags')", "__scroll('Metrics')"))
+        shot("chart", "charts", [p["score"]], settle=4.0)
     return shots
 
 
@@ -372,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
             logger.info("mlflow server on %s (store %s)", url, uri)
         shots = take(url.rstrip("/"), args.out, args.experiment, args.chromium)
-        for name, path in shots.items():
-            logger.info("%s: %s", name, path)
+        for name, s in shots.items():
+            logger.info("%s: %s", name, s.path)
     finally:
         if server is not None:
             server.stop()
