@@ -189,6 +189,16 @@ def load_train(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), y.to(device)
 
 
+def bench_report(marks: list[float], loop_start: float, train_done: float, peak_mb: float) -> str:
+    """One line for bench/gpu_recipes.py: startup, first step, steady step time, the loop, export."""
+    steady = sorted(b - a for a, b in zip(marks[1:], marks[2:], strict=False))
+    step_ms = 1000 * steady[len(steady) // 2] if steady else float("nan")
+    first = marks[0] - loop_start if marks else float("nan")
+    return (f"bench: mode={MODE} steps={len(marks)} startup_s={loop_start - T0:.2f} first_step_s={first:.2f} "
+            f"step_ms={step_ms:.1f} loop_s={train_done - loop_start:.2f} export_s={time.perf_counter() - train_done:.2f} "
+            f"total_s={time.perf_counter() - T0:.2f} peak_gpu_mb={peak_mb:.0f}")
+
+
 def main() -> None:
     torch.manual_seed(SEED)
     cuda = torch.cuda.is_available() and MODE != "tiny"
@@ -233,6 +243,8 @@ def main() -> None:
     warmup = max(1, int(WARMUP_FRAC * total))
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     step, epoch, loss = 0, 0, torch.zeros(())
+    marks: list[float] = []  # end of each step (smoke/synthetic timing)
+    loop_start = time.perf_counter()
     while step < total:
         if epoch == WHITEN_BIAS_EPOCHS:
             net.whiten.bias.requires_grad = False
@@ -251,6 +263,10 @@ def main() -> None:
             loss.backward()
             opt.step()
             step += 1
+            if MODE in ("smoke", "synthetic"):
+                if cuda:
+                    torch.cuda.synchronize()
+                marks.append(time.perf_counter())
             if step % LOOKAHEAD_EVERY == 0 or step == total:
                 decay = 1.0 if step == total else LOOKAHEAD_DECAY**LOOKAHEAD_EVERY * (step / total) ** 3
                 with torch.no_grad():
@@ -268,8 +284,7 @@ def main() -> None:
     print(f"steps: {total}")
     if MODE in ("smoke", "synthetic"):
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
-        print(f"bench: mode={MODE} steps={total} loop_s={train_done - T0:.2f} "
-              f"total_s={time.perf_counter() - T0:.2f} peak_gpu_mb={peak:.0f}")
+        print(bench_report(marks, loop_start, train_done, peak))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ TINY = dict(DEPTH=2, ASPECT=32, HEAD_DIM=16, VOCAB_SIZE=256, SEQ_LEN=64, BATCH_T
             MUON_MOMENTUM_WARMUP=20, COMPILE=False)  # --tiny
 if MODE == "tiny":
     globals().update(TINY)
+if MODE == "synthetic":  # timing only: the real model for 30 steps on random tokens
+    MAX_STEPS = 30
 if MODE == "smoke":  # two steps of the real model; one sequence per step on a CPU
     DEVICE_BATCH = DEVICE_BATCH if torch.cuda.is_available() else 1
     MAX_STEPS, BATCH_TOKENS, COMPILE = 2, SEQ_LEN * DEVICE_BATCH, COMPILE and torch.cuda.is_available()
@@ -207,6 +209,17 @@ class TokenStream:
         return t[:-1].view(seqs, SEQ_LEN), t[1:].view(seqs, SEQ_LEN)
 
 
+def bench_report(marks: list[float], loop_start: float, train_done: float, peak_mb: float) -> str:
+    """One line for bench/gpu_recipes.py: startup, first step (compiles), steady step time, export."""
+    steady = sorted(b - a for a, b in zip(marks[1:], marks[2:], strict=False))
+    step_ms = 1000 * steady[len(steady) // 2] if steady else float("nan")
+    first = marks[0] - loop_start if marks else float("nan")
+    in_budget = int((TIME_BUDGET - (marks[0] - T0)) / (step_ms / 1000)) + 1 if steady else 0
+    return (f"bench: mode={MODE} steps={len(marks)} startup_s={loop_start - T0:.2f} first_step_s={first:.2f} "
+            f"step_ms={step_ms:.1f} export_s={time.perf_counter() - train_done:.2f} "
+            f"total_s={time.perf_counter() - T0:.2f} peak_gpu_mb={peak_mb:.0f} steps_in_budget={in_budget}")
+
+
 def main() -> None:
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
@@ -245,6 +258,8 @@ def main() -> None:
     accum = max(1, BATCH_TOKENS // (world * seqs * SEQ_LEN))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     step, total = 0, torch.zeros(())
+    marks: list[float] = []  # end of each step (smoke/synthetic timing)
+    loop_start = time.perf_counter()
     while step < MAX_STEPS:
         progress = max(step / MAX_STEPS, (time.perf_counter() - T0) / TIME_BUDGET)
         if progress >= 1.0:
@@ -269,6 +284,10 @@ def main() -> None:
             opt.step()
         model.zero_grad(set_to_none=True)
         step += 1
+        if MODE in ("smoke", "synthetic"):
+            if cuda:
+                torch.cuda.synchronize()
+            marks.append(time.perf_counter())
         if rank == 0 and (step % 100 == 0 or step == 1):
             print(f"step {step} train_loss {total.item():.4f} elapsed {time.perf_counter() - T0:.1f}s", flush=True)
     train_done = time.perf_counter()
@@ -282,8 +301,7 @@ def main() -> None:
         print(f"steps: {step}")
         print(f"tokens_seen: {step * BATCH_TOKENS}")
         if MODE in ("smoke", "synthetic"):
-            print(f"bench: mode={MODE} steps={step} loop_s={train_done - T0:.2f} "
-                  f"total_s={time.perf_counter() - T0:.2f} peak_gpu_mb={peak:.0f}")
+            print(bench_report(marks, loop_start, train_done, peak))
     if distributed:
         dist.destroy_process_group()
 

@@ -167,3 +167,17 @@ def test_a_trial_cannot_replace_the_protected_evaluation(tmp_path):
     (trial / "evaluate.py").write_text("print('accuracy: 1.0')\n")
     ev = evaluate_code(recipe, trial)
     assert ev.outcome is Outcome.PROTECTED_VIOLATION and "evaluate.py" in ev.reason
+
+
+def test_recipe_scripts_and_the_gpu_bench_import_only_torch_numpy_and_the_standard_library():
+    """The GPU machines have torch but not mlflow, optuna or pydantic: the code that runs there must not need them."""
+    import ast
+
+    allowed = set(sys.stdlib_module_names) | {"torch", "numpy", "data", "__future__"}
+    files = [p for name in NAMES for p in (RECIPES / name).glob("*.py")] + [ROOT / "bench" / "gpu_recipes.py"]
+    for path in files:
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        roots = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+        roots |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.module}
+        assert roots <= allowed, f"{path.relative_to(ROOT)} imports {sorted(roots - allowed)} at module level"
