@@ -14,6 +14,7 @@ from pathlib import Path
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import StoreError
 from mlflow_autoresearch.lineage import LineageStore, TrialRecord
+from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.report._facts import Facts, compute, infer_goal
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def summary(f: Facts) -> dict:
 
 def log_report(
     store: LineageStore,
+    recipe: Recipe | None = None,
     *,
     goal: str | None = None,
     title: str | None = None,
@@ -123,15 +125,18 @@ def log_report(
 ) -> str | None:
     """Build the report and log it as the artifacts (``report/``) of a new summary run in the store's experiment.
 
-    The run is tagged ``autoresearch.kind=summary`` (the lineage never reads
-    it as a trial), named ``report-<date>-<time>``, carries the headline
-    numbers as metrics and a markdown note, and is finished before this
-    returns.  Returns its run id, or None for a store that is not an MLflow
+    ``recipe`` (or ``goal``) gives the score's direction; without either it
+    is inferred as :func:`build_report` does.  The run is tagged
+    ``autoresearch.kind=summary`` (the lineage never reads it as a trial),
+    named ``report-<date>-<time>``, carries the headline numbers as metrics
+    and a markdown note, and is finished before this returns.  Returns its run id, or None for a store that is not an MLflow
     experiment (the in-memory store).  Raises StoreError when the tracking
     store refuses the writes.
     """
     from mlflow.exceptions import MlflowException
 
+    if goal is None and recipe is not None:
+        goal = recipe.metric.goal
     client = getattr(store, "client", None)
     experiment_id = getattr(store, "experiment_id", None)
     if client is None or experiment_id is None:
@@ -159,7 +164,7 @@ def log_report(
             client.set_terminated(run_id)
         except MlflowException as e:
             raise StoreError(f"logging the report of {store.experiment_name!r} failed: {e}") from None
-    logger.info("report logged to run %s (%s/%s)", run_id, ARTIFACT_DIR, HTML_NAME)
+    logger.debug("report logged to run %s (%s/%s)", run_id, ARTIFACT_DIR, HTML_NAME)
     return run_id
 
 

@@ -45,7 +45,7 @@ def report_command(experiment, recipe_dir, profile, out_dir, tracking_uri, goal,
     click.echo(f"report: {paths.html} ({len(paths.images)} plots)", err=True)
     if log_run:
         run_id = log_report(store, goal=goal, ui_url=ui_url)
-        click.echo(f"report logged to run {run_id}", err=True)
+        click.echo(f"report logged to run {run_id} (artifacts: report/report.html)", err=True)
     click.echo(str(paths.html))
 
 

@@ -244,13 +244,15 @@ def cost(facts: Facts, path: Path) -> Path:
     imps = facts.improvements
     if imps:
         labels = [i.trial.short for i in imps]
+        xs_imp = list(range(len(imps)))  # positions, not the labels: "t0001" would parse as a date
         gpu = [i.gpu_seconds for i in imps]
-        ax1.bar(labels, gpu, color="#4c72b0", label="GPU-seconds")
+        ax1.bar(xs_imp, gpu, color="#4c72b0", label="GPU-seconds")
+        ax1.set_xticks(xs_imp, labels)
         ax1.set_ylim(0, max(gpu + [1e-9]) * 1.25)
         ax1.set_ylabel("GPU-seconds since the previous improvement", color="#4c72b0")
         usd = [i.dollars for i in imps]
         ax4 = ax1.twinx()
-        ax4.plot(labels, usd, "o", color="#c44e52", label="LLM dollars")
+        ax4.plot(xs_imp, usd, "o", color="#c44e52", label="LLM dollars")
         ax4.set_ylim(0, max(usd) * 1.25 if max(usd) > 0 else 1)
         ax4.set_ylabel("LLM dollars since the previous improvement", color="#c44e52")
         if len(imps) <= 12:

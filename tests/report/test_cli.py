@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
@@ -30,9 +32,9 @@ def test_report_command_writes_the_page_and_logs_a_summary_run(toy_lineage, runn
                                                    "specialists.png", "cost.png"}
 
     client = MlflowClient(toy_lineage.uri)
-    runs = client.search_runs([toy_lineage.store.experiment_id], f"tags.`{S.KIND}` = 'summary'")
-    assert len(runs) == 1
-    run = runs[0]
+    run_id = re.search(r"report logged to run (\w+)", result.output).group(1)
+    run = client.get_run(run_id)
+    assert run.data.tags[S.KIND] == "summary"
     assert run.info.run_name.startswith("report-") and run.info.status == "FINISHED"
     assert run.data.metrics["trials"] == 6 and run.data.metrics["kept_improvements"] == 2
     assert run.data.metrics["best_loss"] == pytest.approx(0.3)
@@ -49,3 +51,12 @@ def test_report_command_refuses_unclear_input(toy_lineage, runner, tmp_path):
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "no experiment named 'no-such-study'" in result.output and "report-toy" in result.output
+
+
+def test_the_loop_logs_its_report_with_the_recipe(toy_lineage):
+    from mlflow_autoresearch.report import log_report
+
+    run_id = log_report(toy_lineage.store, toy_lineage.recipe, run_name="report-end-of-loop")
+    run = MlflowClient(toy_lineage.uri).get_run(run_id)
+    assert run.info.run_name == "report-end-of-loop" and run.data.tags[S.KIND] == "summary"
+    assert run.data.metrics["best_loss"] == pytest.approx(0.3)  # minimised, as the recipe says
