@@ -1,0 +1,381 @@
+"""The offline backend: a deterministic playbook of program rewrites, no network, no model.
+
+It is the default when no API key is set, and the baseline the Claude backend
+is measured against: a fixed catalogue of real rewrites (swap the optimizer,
+add a warmup, autocast, the attention path, augmentation, width and depth,
+...) found by matching the parent's code, ranked by what the lineage says.
+It is not a stand-in for a model: it never reads the briefs' prose and knows
+no move that is not in its catalogue.
+
+Choice, for one proposal:
+
+1. When the parent failed, *repair* first (any role may repair; the role's own
+   families come first): a gate near miss buys back accuracy (one more epoch,
+   20% more steps, a warmup, label smoothing, or a quarter step back on the
+   parent's numbers); a far gate miss moves the parent's numbers half way
+   back, or buys accuracy; ``timed_out`` cuts work or speeds up;
+   ``size_exceeded`` shrinks the model; a crash undoes the parent's change
+   and makes a move from another family instead.
+2. Otherwise the role's catalogue, ranked by the recipe's objective (time:
+   faster moves first, quality moves paired with a gentler schedule; quality:
+   quality moves first), then by how the same move fared in the lineage.
+3. The first candidate whose code is new to the lineage wins; when none is
+   left, the proposal carries ``invalid_reason``.
+
+Same lineage, parent, role and seeds: same proposal.  Holds no state between
+calls, so it is safe to call from several threads at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mlflow_autoresearch._errors import AutoresearchError, ProposalError
+from mlflow_autoresearch.lineage import Lineage, TrialRecord, code_digest
+from mlflow_autoresearch.outcome import Outcome
+from mlflow_autoresearch.recipe import Recipe
+from mlflow_autoresearch.specialists._base import Edit, Proposal, ProposalContext
+from mlflow_autoresearch.specialists._edits import apply_edits
+from mlflow_autoresearch.specialists.playbook import Candidate, Source, candidates, catalogue
+from mlflow_autoresearch.specialists.playbook._catalogue import numeric_variant
+from mlflow_autoresearch.specialists.playbook._repair import bisect_back, revert_edits
+
+logger = logging.getLogger(__name__)
+
+MOVE_ID = re.compile(r"^([a-z][a-z0-9-]*):")
+TIME_METRIC = re.compile(r"second|time|latency|wall|(^|_)s$", re.I)
+CUTS = (("fewer-epochs", "x0.5", "x0.75"), ("fewer-steps", "x0.5", "x0.8"))
+CAPACITY = (("deeper", "+1"), ("wider", "x1.5"))
+NEAR_MISS_FIRST = ("one-more-epoch", "longer-training", "add-warmup", "longer-warmup", "label-smoothing",
+                   "add-label-smoothing")
+MEMORY_ERROR = re.compile(r"out of memory|MemoryError|memory limit|OOM", re.I)
+FAILED = {Outcome.GATE_FAILED: "gate", Outcome.TIMED_OUT: "timed_out", Outcome.SIZE_EXCEEDED: "size",
+          Outcome.CRASHED: "crashed", Outcome.PREFLIGHT_FAILED: "crashed", Outcome.INVALID_PROPOSAL: "crashed",
+          Outcome.PROTECTED_VIOLATION: "crashed"}
+SHOWN = 12  # candidates listed in the transcript
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A candidate ready to propose: full edits from the parent, hypothesis, rank."""
+
+    cand: Candidate
+    edits: tuple[Edit, ...]
+    hypothesis: str
+    expect: str
+    key: tuple
+
+
+class OfflineSpecialist:
+    """The no-API default backend; see the module docstring.  Thread-safe, deterministic."""
+
+    backend = "offline"
+
+    def __init__(self, seed: int = 0, **ignored: object) -> None:
+        self.seed = seed
+        logger.info("offline specialists: a deterministic playbook of code rewrites, no model and no network "
+                    "(set ANTHROPIC_API_KEY and use --agent claude for model-written proposals)")
+
+    # ----- the contract -------------------------------------------------------------
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        src = Source(ctx.recipe, ctx.parent_files)
+        known = _known_digests(ctx)
+        plans, mode = self._plans(ctx, src)
+        considered = []
+        for plan in plans:
+            try:
+                files = apply_edits(ctx.recipe, ctx.parent_files, list(plan.edits))
+            except ProposalError as e:  # a matcher that misjudged the code: skip it, never propose it
+                logger.debug("offline move %s does not apply: %s", plan.cand.move, e)
+                considered.append({"move": plan.cand.move, "skipped": f"does not apply: {e}"})
+                continue
+            if code_digest(files) in known:
+                considered.append({"move": plan.cand.move, "variant": plan.cand.variant, "skipped": "already tried"})
+                continue
+            considered.append({"move": plan.cand.move, "variant": plan.cand.variant, "chosen": True})
+            return Proposal(specialist=ctx.role.name, hypothesis=plan.hypothesis, files=files,
+                            expected_effect=plan.expect, edits=plan.edits, backend=self.backend,
+                            transcript=_transcript(mode, considered, plans))
+        reason = (f"offline playbook exhausted for role {ctx.role.name!r} on parent {ctx.parent.short}: "
+                  f"{len(plans)} candidate move(s) matched its code, all already in the lineage or not applicable")
+        return Proposal(specialist=ctx.role.name, hypothesis=f"no new move for {ctx.parent.short}",
+                        files=dict(ctx.parent_files), backend=self.backend, invalid_reason=reason,
+                        transcript=_transcript(mode, considered, plans))
+
+    # ----- ranking --------------------------------------------------------------------
+    def _plans(self, ctx: ProposalContext, src: Source) -> tuple[list[_Plan], str]:
+        families = role_families(ctx.role.name, ctx.role.brief)
+        speed = _is_speed(ctx.recipe)
+        tight = _tight(ctx.recipe, ctx.parent)
+        stats = _move_stats(ctx.lineage, ctx.parent)
+        found = candidates(src)
+        normal = self._normal(ctx, src, found, families, speed, tight, stats)
+        kind = FAILED.get(ctx.parent.outcome) if ctx.parent.outcome else None
+        if kind == "gate":
+            kind = "near_miss" if ctx.parent.near_miss else "gate_miss"
+        if kind is None:
+            return normal, f"{'speed' if speed else 'quality'} objective, role families {', '.join(families)}"
+        repairs = self._repairs(ctx, src, found, families, kind, stats)
+        return repairs + normal, f"repair ({kind}) of {ctx.parent.short}, then the {ctx.role.name} catalogue"
+
+    def _jitter(self, ctx: ProposalContext, cand: Candidate) -> float:
+        h = hashlib.sha256(f"{self.seed}:{ctx.rng_seed}:{ctx.role.name}:{cand.move}:{cand.variant}".encode())
+        return int.from_bytes(h.digest()[:4], "big") / 2**32 * 2.0
+
+    def _normal(self, ctx: ProposalContext, src: Source, found: list[Candidate], families: tuple[str, ...],
+                speed: bool, tight: bool, stats: Mapping[str, float]) -> list[_Plan]:
+        out: list[_Plan] = []
+        steer = _steering_words(ctx.steering)
+        ordered = ctx.role.name not in catalogue().unordered_roles
+        for c in found:
+            fam = _family_rank(c, families)
+            variants = [(c.edits, "", "")]
+            pair = _pairing(ctx.recipe, ctx.parent_files, c, speed)
+            if pair is not None:
+                variants.insert(0, (c.edits + pair[0].edits, pair[1], pair[2]))
+            for i, (edits, suffix, gain) in enumerate(variants):
+                tier = _tier(c, speed, tight, paired=bool(suffix))
+                words = set(re.findall(r"[a-z0-9]+", f"{c.move} {c.what}".lower()))
+                boost = -2.0 if steer & words else 0.0
+                saturated = 0 if (not ctx.saturation or c.structural) else 1
+                outside = fam >= len(families)
+                key = ((outside, fam, tier) if ordered else (outside, tier, fam)) + (
+                    saturated, stats.get(c.move, 0.0) + boost, c.order + i * 0.1 + self._jitter(ctx, c))
+                expect = c.expect + gain
+                note = "" if not outside else f"(a {c.family} move: nothing new is left in the " \
+                                              f"{ctx.role.name} catalogue for this parent) "
+                out.append(_Plan(c, edits, c.hypothesis(note, suffix, expect), expect, key))
+        return sorted(out, key=lambda p: p.key)
+
+    def _repairs(self, ctx: ProposalContext, src: Source, found: list[Candidate], families: tuple[str, ...],
+                 kind: str, stats: Mapping[str, float]) -> list[_Plan]:
+        parent = ctx.parent
+        head = f"repair of {parent.short} ({_failure_summary(parent)}): "
+        parent_move = _move_of(parent)
+        parent_family = _family_of(parent_move) or (families[0] if families else "")
+        gp_files = _grandparent_files(ctx)
+        gp = Source(ctx.recipe, gp_files) if gp_files is not None else None
+        memory = bool(MEMORY_ERROR.search(parent.feedback or ""))
+        pool: list[tuple[tuple, Candidate, tuple[Edit, ...], str]] = []
+        if gp is not None:
+            b = bisect_back(src, gp, 0.25 if kind == "near_miss" else 0.5, parent_family)
+            if b is not None:
+                pool.append(((1 if kind == "near_miss" else 0, 0, 0.0), b, b.edits, ""))
+        for c in found:
+            if not _serves(c, kind, memory):
+                continue
+            pref = NEAR_MISS_FIRST.index(c.move) if kind == "near_miss" and c.move in NEAR_MISS_FIRST else 50
+            fam = _family_rank(c, families)
+            pool.append(((0 if fam < len(families) else 2, pref, stats.get(c.move, 0.0) + fam + c.order / 1000),
+                         c, c.edits, ""))
+        if gp is not None and gp_files is not None and (kind == "crashed" or kind == "gate_miss" or not pool):
+            undo = revert_edits(src, ctx.parent_files, gp_files)
+            if undo:
+                for c in candidates(gp):
+                    if c.family == parent_family and parent_family not in ("",) and kind == "crashed":
+                        continue  # a crash: try another family's move instead of the same idea
+                    if memory and not c.effects & {"memory", "smaller"}:
+                        continue
+                    fam = _family_rank(c, families)
+                    tier = (1 if kind == "crashed" else 3) + (0 if fam < len(families) else 1)
+                    prefix = f"undid {parent.short}'s change ({_clip(parent.hypothesis, 80)}) and instead "
+                    pool.append(((tier, 0, stats.get(c.move, 0.0) + c.order / 1000), c, undo + c.edits, prefix))
+        pool.sort(key=lambda x: x[0])
+        out = []
+        for key, c, edits, prefix in pool:
+            what = f"{head}{prefix}"
+            out.append(_Plan(c, edits, c.hypothesis(what), c.expect, key))
+        return out
+
+
+# ----- helpers ----------------------------------------------------------------------
+def role_families(role: str, brief: str = "") -> tuple[str, ...]:
+    """Move families a role draws on, in order of preference (the catalogue's role map, else its brief)."""
+    cat = catalogue()
+    if role in cat.roles:
+        return cat.roles[role]
+    text = brief.lower()
+    hits = [f for f, words in cat.family_keywords.items() if any(w in text for w in words)]
+    return tuple(hits) or cat.families
+
+
+def _family_rank(c: Candidate, families: tuple[str, ...]) -> int:
+    ranks = [families.index(f) for f in c.families if f in families]
+    return min(ranks) if ranks else len(families)
+
+
+def _serves(c: Candidate, kind: str, memory: bool) -> bool:
+    """Whether a move on the failed parent's own code can repair this kind of failure."""
+    if kind in ("near_miss", "gate_miss"):
+        return bool(c.effects & {"quality", "stability"})
+    if kind == "timed_out":
+        return bool(c.effects & {"cut", "faster"})
+    if memory:
+        return bool(c.effects & {"memory", "smaller"})
+    if kind == "size":
+        return "smaller" in c.effects
+    return False  # a crash: only undoing the change (below) is a repair
+
+
+def _tier(c: Candidate, speed: bool, tight: bool, paired: bool) -> int:
+    """Rank by the objective: for a time score, faster first (when the gate is tight, quality paired
+    with a shorter schedule first); for a quality score, quality first."""
+    e = c.effects
+    if speed:
+        if paired:
+            return 0 if (c.enables_cut or tight) else 1
+        if "faster" in e and "slower" not in e:
+            return (2 if "cut" in e else 1) if tight else 0
+        return 3 if (e & {"quality", "stability"}) and "slower" not in e else 4
+    if paired or "quality" in e:
+        return 0
+    if "stability" in e:
+        return 1
+    if "faster" in e and "cut" not in e:
+        return 2
+    return 3
+
+
+def _is_speed(recipe: Recipe) -> bool:
+    return recipe.metric.goal == "minimize" and bool(TIME_METRIC.search(recipe.metric.name))
+
+
+def _tight(recipe: Recipe, parent: TrialRecord) -> bool:
+    """The parent clears a gate by less than 1.5 near-miss bands (or 0.5% when the band is 0)."""
+    for g in recipe.gates:
+        observed = parent.metrics.get(g.metric)
+        if observed is None:
+            continue
+        band = g.near_miss or abs(g.value) * 0.005
+        if g.margin(observed) < 1.5 * band:
+            return True
+    return False
+
+
+def _pairing(recipe: Recipe, parent_files: Mapping[str, bytes], c: Candidate, speed: bool
+             ) -> tuple[Candidate, str, str] | None:
+    """A second move that cashes in ``c``'s effect under this objective: (move, hypothesis suffix, expectation).
+
+    Time score: a faster-converging change, or a cheap quality move, paired with a shorter schedule.
+    Quality score with an artifact limit: a pure size saving paired with more capacity.
+    """
+    if speed and (c.enables_cut or ("quality" in c.effects and not c.effects & {"cut", "slower"})):
+        cut = _paired_cut(recipe, parent_files, c, strong=c.enables_cut)
+        if cut is not None:
+            return (cut, f", and shorten the schedule to cash it in: {_changes(cut)}",
+                    "; the shorter schedule turns it into time saved")
+    if not speed and recipe.limits.artifact_bytes and c.effects == frozenset({"smaller"}):
+        after = _after(recipe, parent_files, c)
+        for move, variant in CAPACITY:
+            more = numeric_variant(after, move, variant) if after is not None else None
+            if more is not None:
+                return (more, f", and spend the bytes it saves on capacity: {_changes(more)}",
+                        "; the bytes saved buy a larger model under the same limit")
+    return None
+
+
+def _after(recipe: Recipe, parent_files: Mapping[str, bytes], c: Candidate) -> Source | None:
+    try:
+        return Source(recipe, apply_edits(recipe, parent_files, list(c.edits)))
+    except ProposalError:
+        return None
+
+
+def _paired_cut(recipe: Recipe, parent_files: Mapping[str, bytes], c: Candidate, strong: bool) -> Candidate | None:
+    """The schedule cut that turns ``c``'s quality into time: on the code after ``c``."""
+    if any(re.search(r"epoch|step|iter", label, re.I) for label, _, _ in c.changes):
+        return None  # c already changes the schedule
+    after = _after(recipe, parent_files, c)
+    for move, hard, gentle in CUTS:
+        cut = numeric_variant(after, move, hard if strong else gentle) if after is not None else None
+        if cut is not None:
+            return cut
+    return None
+
+
+def _changes(c: Candidate) -> str:
+    from mlflow_autoresearch.specialists.playbook._source import show
+
+    return ", ".join(f"{label} {show(o)} -> {show(n)}" for label, o, n in c.changes)
+
+
+def _move_of(t: TrialRecord) -> str | None:
+    m = MOVE_ID.match(t.hypothesis or "")
+    return m.group(1) if m else None
+
+
+def _family_of(move: str | None) -> str | None:
+    if move is None:
+        return None
+    cat = catalogue()
+    return next((m.family for m in (*cat.moves, *cat.rewrites) if m.id == move), None)
+
+
+def _move_stats(lineage: Lineage, parent: TrialRecord) -> dict[str, float]:
+    """Per move: +3 per try on this parent, +1 per failure or discard, -1 per keep (at most -2)."""
+    score: Counter = Counter()
+    keeps: Counter = Counter()
+    for t in lineage.trials:
+        move = _move_of(t)
+        if move is None:
+            continue
+        if t.parent_id == parent.run_id:
+            score[move] += 3
+        if t.finished:
+            if t.decision == "keep":
+                keeps[move] += 1
+            else:
+                score[move] += 1
+    return {m: score[m] - min(keeps[m], 2) for m in set(score) | set(keeps)}
+
+
+def _known_digests(ctx: ProposalContext) -> set[str]:
+    known = {t.code_sha256 for t in ctx.lineage.trials}
+    try:  # trials recorded since the lineage snapshot was taken (other proposers, other loops)
+        known |= {t.code_sha256 for t in ctx.store.trials()}
+    except AutoresearchError as e:
+        logger.debug("could not refresh the lineage: %s", e)
+    known.add(code_digest(ctx.parent_files))
+    return known
+
+
+def _grandparent_files(ctx: ProposalContext) -> dict[str, bytes] | None:
+    if not ctx.parent.parent_id:
+        return None
+    try:
+        return ctx.store.code(ctx.parent.parent_id)
+    except (AutoresearchError, OSError) as e:
+        logger.debug("no code for %s: %s", ctx.parent.parent_id, e)
+        return None
+
+
+def _failure_summary(t: TrialRecord) -> str:
+    first = (t.feedback or "").strip().splitlines()[0] if (t.feedback or "").strip() else ""
+    first = first.removeprefix("outcome: ")
+    outcome = t.outcome.value if t.outcome else "failed"
+    if not first:
+        return outcome + (" (near miss)" if t.near_miss else "")
+    return _clip(first.replace(" — ", ": ", 1), 160)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _steering_words(steering: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", steering.lower()) if len(w) >= 4}
+
+
+def _transcript(mode: str, considered: list[dict], plans: list[_Plan]) -> str:
+    ranked = [{"move": p.cand.move, "variant": p.cand.variant, "family": p.cand.family,
+               "hypothesis": _clip(p.hypothesis, 200)} for p in plans[:SHOWN]]
+    return json.dumps({"backend": "offline", "mode": mode, "ranked": ranked, "considered": considered[:SHOWN]},
+                      indent=2)
+
