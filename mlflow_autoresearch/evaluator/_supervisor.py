@@ -18,9 +18,10 @@ Containment, in order of strength:
   process count; every second: bytes under the working folder.
 * A new network namespace (no interfaces but a down loopback) when the spec
   says ``network: false`` and the kernel allows it.
-* As root, a private mount namespace: fresh size-limited ``/tmp``,
-  ``/var/tmp`` and ``/dev/shm`` (only the evaluation's own workspace is
-  bound back in), and a ``/proc`` that hides other users' processes.  Writes
+* As root, a private mount and IPC namespace: fresh size-limited ``/tmp``,
+  ``/var/tmp``, ``/dev/shm`` and ``/run/lock`` (only the evaluation's own
+  workspace is bound back in), and a ``/proc`` that hides other users'
+  processes.  Not root, the same inside a user namespace, without the /proc.  Writes
   outside the working folder are then bounded, and other trials' folders and
   the evaluator's command line are out of sight.
 * ``PR_SET_PDEATHSIG``: the trial's first process dies with the supervisor.
@@ -45,7 +46,8 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+CLONE_NEWIPC = 0x08000000
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # the world-writable places of a usual system
 PAGE = os.sysconf("SC_PAGE_SIZE")
 POLL = 0.05
 DISK_POLL_MIN = 0.25
@@ -209,7 +211,8 @@ def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
     leaks a mount to the host: if making the namespace private fails, nothing
     is mounted.
     """
-    if libc.unshare(CLONE_NEWNS) != 0:
+    # A new IPC namespace too: System V shared memory a trial leaves behind dies with it.
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0 and libc.unshare(CLONE_NEWNS) != 0:
         return ["tmp-not-private"]
     if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None):
         return ["tmp-not-private"]
@@ -220,7 +223,8 @@ def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
     for d in PRIVATE_TMP:
         if not os.path.isdir(d) or os.path.islink(d):
             continue
-        size = (lim.get("memory_bytes") or 2 * 1024**3) if d == "/dev/shm" else lim.get("tmp_bytes", 64 * 1024**2)
+        size = {"/dev/shm": lim.get("memory_bytes") or 2 * 1024**3, "/run/lock": 1024**2}.get(
+            d, lim.get("tmp_bytes", 64 * 1024**2))
         if not _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode=1777"):
             notes.append(f"{d}-not-private")
             continue

@@ -21,6 +21,7 @@ import os
 import re
 import select
 import socket
+import subprocess
 import textwrap
 import threading
 import time
@@ -311,6 +312,33 @@ def test_filling_the_machines_tmp_and_shared_memory(run_trial, marker):
         for d in ("/tmp", "/var/tmp", "/dev/shm"):
             assert wrote[d] == per_target  # not contained in same-user mode (docs/security.md)
             Path(d, marker).unlink(missing_ok=True)
+
+
+SYSV_SHM = """\
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+size = 32 << 20
+shmid = libc.shmget({key}, size, 0o1000 | 0o600)  # IPC_CREAT; never IPC_RMID: it would outlive us
+addr = libc.shmat(shmid, None, 0)
+ctypes.memset(addr, 7, size)
+libc.shmdt(ctypes.c_void_p(addr))
+print('{{"shmid": %d}}' % shmid)
+"""
+
+
+def test_system_v_shared_memory_left_behind_dies_with_the_trial(run_trial):
+    key = 0x5EED0000 + os.getpid() % 0xFFFF
+    ran = run_trial(ok_after(SYSV_SHM.format(key=key)))
+    assert ran.evaluation.outcome is Outcome.OK
+    assert reported(ran)["shmid"] >= 0  # it did create the segment
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    host_keys = {int(ln.split()[0]) for ln in lines if ln.strip()}
+    if private_tmp(ran.evaluation):  # private mount + IPC namespaces
+        assert key not in host_keys, "32 MB of shared memory outlived the trial"
+    else:
+        assert key in host_keys  # not contained without namespaces: docs/security.md
+        subprocess.run(["ipcrm", "-M", str(key)], check=False)
 
 
 # ----- processes --------------------------------------------------------------------------------------
