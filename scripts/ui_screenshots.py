@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Screenshots of the MLflow UI serving a real loop's store, for docs/mlflow-ui.md.
 
-Rerun it to refresh docs/img/ui-*.png:
+Rerun it to refresh docs/img/ui-*.png (the MLflow UI) and docs/img/report.png (the report):
 
     python scripts/ui_screenshots.py                   # a short offline loop into a fresh store, then the shots
     python scripts/ui_screenshots.py --tracking-uri sqlite:///mlflow.db --experiment digits-speedrun
@@ -360,6 +360,20 @@ def take(server_url: str, out_dir: Path, experiment: str | None = None, chromium
     return shots
 
 
+def report_shot(server_url: str, experiment: str, out_dir: Path, chromium: str | None = None,
+                prefix: str = "") -> Shot:
+    """The report of the same experiment (``autoresearch report``), its first screen."""
+    from mlflow_autoresearch.lineage import MlflowStore
+    from mlflow_autoresearch.report import build_report
+
+    with tempfile.TemporaryDirectory(prefix="ui-shots-report-") as tmp:
+        paths = build_report(MlflowStore(experiment, server_url, create=False), tmp)
+        url = paths.html.resolve().as_uri()
+        with Browser(chromium) as b:
+            text = b.open(url, ["Leaderboard", "Lineage tree"], settle=1.0)
+            return Shot(b.screenshot(out_dir / f"{prefix}report.png"), url, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracking-uri", help="an existing store (e.g. sqlite:///mlflow.db) [default: run a loop]")
@@ -383,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
             logger.info("mlflow server on %s (store %s)", url, uri)
         shots = take(url.rstrip("/"), args.out, args.experiment, args.chromium)
+        shots["report"] = report_shot(url.rstrip("/"), plan(url.rstrip("/"), args.experiment)["experiment"],
+                                      args.out, args.chromium)
         for name, s in shots.items():
             logger.info("%s: %s", name, s.path)
     finally:
