@@ -54,6 +54,7 @@ CUTS = (("fewer-epochs", "x0.5", "x0.75"), ("fewer-steps", "x0.5", "x0.8"))
 CAPACITY = (("deeper", "+1"), ("wider", "x1.5"))
 NEAR_MISS_FIRST = ("one-more-epoch", "longer-training", "add-warmup", "longer-warmup", "label-smoothing",
                    "add-label-smoothing")
+NEAR_MISS_STEP = 0.2  # a near miss moves the parent's numbers back by at most 20% (e.g. +20% steps)
 MEMORY_ERROR = re.compile(r"out of memory|MemoryError|memory limit|OOM", re.I)
 FAILED = {Outcome.GATE_FAILED: "gate", Outcome.TIMED_OUT: "timed_out", Outcome.SIZE_EXCEEDED: "size",
           Outcome.CRASHED: "crashed", Outcome.PREFLIGHT_FAILED: "crashed", Outcome.INVALID_PROPOSAL: "crashed",
@@ -121,7 +122,7 @@ class OfflineSpecialist:
             kind = "near_miss" if ctx.parent.near_miss else "gate_miss"
         if kind is None:
             return normal, f"{'speed' if speed else 'quality'} objective, role families {', '.join(families)}"
-        repairs = self._repairs(ctx, src, found, families, kind, stats)
+        repairs = self._repairs(ctx, src, found, families, kind, stats, speed)
         return repairs + normal, f"repair ({kind}) of {ctx.parent.short}, then the {ctx.role.name} catalogue"
 
     def _jitter(self, ctx: ProposalContext, cand: Candidate) -> float:
@@ -154,7 +155,7 @@ class OfflineSpecialist:
         return sorted(out, key=lambda p: p.key)
 
     def _repairs(self, ctx: ProposalContext, src: Source, found: list[Candidate], families: tuple[str, ...],
-                 kind: str, stats: Mapping[str, float]) -> list[_Plan]:
+                 kind: str, stats: Mapping[str, float], speed: bool) -> list[_Plan]:
         parent = ctx.parent
         head = f"repair of {parent.short} ({_failure_summary(parent)}): "
         parent_move = _move_of(parent)
@@ -164,7 +165,8 @@ class OfflineSpecialist:
         memory = bool(MEMORY_ERROR.search(parent.feedback or ""))
         pool: list[tuple[tuple, Candidate, tuple[Edit, ...], str]] = []
         if gp is not None:
-            b = bisect_back(src, gp, 0.25 if kind == "near_miss" else 0.5, parent_family)
+            near = kind == "near_miss"
+            b = bisect_back(src, gp, 0.25 if near else 0.5, parent_family, max_rel=NEAR_MISS_STEP if near else None)
             if b is not None:
                 pool.append(((1 if kind == "near_miss" else 0, 0, 0.0), b, b.edits, ""))
         for c in found:
@@ -185,7 +187,8 @@ class OfflineSpecialist:
                     fam = _family_rank(c, families)
                     tier = (1 if kind == "crashed" else 3) + (0 if fam < len(families) else 1)
                     prefix = f"undid {parent.short}'s change ({_clip(parent.hypothesis, 80)}) and instead "
-                    pool.append(((tier, 0, stats.get(c.move, 0.0) + c.order / 1000), c, undo + c.edits, prefix))
+                    rank = (_tier(c, speed, False, False), stats.get(c.move, 0.0) + c.order / 1000)
+                    pool.append(((tier, *rank), c, undo + c.edits, prefix))
         pool.sort(key=lambda x: x[0])
         out = []
         for key, c, edits, prefix in pool:

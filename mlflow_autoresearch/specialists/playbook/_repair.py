@@ -28,10 +28,13 @@ def changed_settings(parent: Source, grandparent: Source) -> list[tuple[Setting,
     return out
 
 
-def _toward(new: Number, old: Number, frac: float) -> Number:
+def _toward(new: Number, old: Number, frac: float, max_rel: float | None) -> Number:
     if isinstance(new, bool):
         return old
-    value = new + frac * (old - new)
+    step = frac * (old - new)
+    if max_rel is not None and new != 0 and abs(step) > max_rel * abs(new):
+        step = max_rel * abs(new) * (1 if old > new else -1)
+    value = new + step
     if isinstance(new, int) and isinstance(old, int):
         stepped = int(round(value))
         if stepped == new:
@@ -40,8 +43,10 @@ def _toward(new: Number, old: Number, frac: float) -> Number:
     return value
 
 
-def bisect_back(parent: Source, grandparent: Source, frac: float, family: str) -> Candidate | None:
-    """Move every number the parent changed ``frac`` of the way back to the grandparent's value."""
+def bisect_back(parent: Source, grandparent: Source, frac: float, family: str,
+                max_rel: float | None = None) -> Candidate | None:
+    """Move every number the parent changed ``frac`` of the way back to the grandparent's value
+    (by at most ``max_rel`` of its own value, when given: a near miss needs only a small step)."""
     pairs = changed_settings(parent, grandparent)
     if not pairs:
         return None
@@ -49,12 +54,14 @@ def bisect_back(parent: Source, grandparent: Source, frac: float, family: str) -
     for s, g in pairs:
         olds = s.value if isinstance(s.value, tuple) else (s.value,)
         gps = g.value if isinstance(g.value, tuple) else (g.value,)
-        news = tuple(_toward(n, o, frac) for n, o in zip(olds, gps, strict=True))
+        news = tuple(_toward(n, o, frac, max_rel) for n, o in zip(olds, gps, strict=True))
         rw.set_literal(s, news)
         shown_new = news if len(news) > 1 else news[0]
         changes.append((s.label, s.value, shown_new))
         notes.append(f"{s.label} {show(s.value)} -> {show(shown_new)} (it was {show(g.value)} before)")
     share = "a quarter of the way" if frac <= 0.3 else "half way" if frac <= 0.6 else "all the way"
+    if max_rel is not None:
+        share += f" (at most {max_rel:.0%} of its value)"
     effects = frozenset({"quality", "stability", "faster", "cut", "smaller"})
     return Candidate(BISECT, family, effects, rw.edits(), f"move the failed change back {share}: " + ", ".join(notes),
                      "the failure goes away while keeping part of the change's gain", False, (), tuple(changes))
