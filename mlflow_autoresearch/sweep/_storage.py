@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ STORAGE_ENV = "AUTORESEARCH_SWEEP_STORAGE"
 STORAGE_FILE = "optuna.db"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # a point elsewhere whose heartbeat is older than this is taken as dead
+# What a process sees when another one creates the same new database's tables at the same moment.
+_CREATE_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key", "database is locked")
 MAX_RETRIES = 2  # a point that kills its process every time is given up after this many retries
 
 OWNER = "owner"
@@ -88,14 +91,20 @@ def open_storage(url: str, on_stale: Callable[[optuna.Study, FrozenTrial], None]
     import optuna
 
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-                                              grace_period=GRACE_SECONDS,
-                                              heartbeat_stale_trial_callback=on_stale)
-    except Exception as e:  # sqlalchemy's errors: bad URL, missing driver, unreachable server
-        raise UsageError(f"cannot open the sweep storage {masked(url)}: {type(e).__name__}: {e}") from None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                                                  grace_period=GRACE_SECONDS,
+                                                  heartbeat_stale_trial_callback=on_stale)
+        except Exception as e:  # sqlalchemy's errors: bad URL, missing driver, unreachable server
+            # Two processes opening a new database race to create its tables: the loser retries.
+            if any(w in str(e) for w in _CREATE_RACE) and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise UsageError(f"cannot open the sweep storage {masked(url)}: {type(e).__name__}: {e}") from None
+    raise AssertionError("unreachable")
 
 
 # ----- who runs a point ------------------------------------------------------

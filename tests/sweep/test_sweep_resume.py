@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,11 +20,16 @@ from mlflow_autoresearch.sweep import default_study_name, run_sweep
 POINTS = 3
 
 
-def _study(url: str, name: str) -> optuna.Study | None:
+def _study(db: Path, name: str) -> optuna.Study | None:
+    """The study once the sweep has created it (read first with sqlite3: opening an Optuna
+    storage on a database another process is creating races it for the tables)."""
     try:
-        return optuna.load_study(study_name=name, storage=url)
-    except KeyError:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            if not con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchall():
+                return None
+    except sqlite3.OperationalError:  # no file or no tables yet
         return None
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
 @pytest.mark.slow
@@ -40,7 +46,7 @@ def test_killed_sweep_resumes_the_same_study(tmp_path: Path, monkeypatch: pytest
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait: one point recorded, the next one evaluating
-            study = study or (_study(swept.optuna_url, name) if (tmp_path / "optuna.db").exists() else None)
+            study = study or _study(tmp_path / "optuna.db", name)
             if study is not None:
                 trials = study.get_trials(deepcopy=False)
                 done = [t for t in trials if t.state.name == "COMPLETE" and t.number > 0]
