@@ -241,7 +241,9 @@ class MlflowServer:
         _stop(self.proc, signal.SIGKILL)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        """SIGTERM: uvicorn shuts down in about a second; the ``mlflow`` CLI parent lingers for
+        seconds more doing nothing useful, so whatever is left after 3 s is killed."""
+        _stop(self.proc, timeout=3.0)
 
     def restart(self, down_seconds: float = 0.0) -> None:
         """Kill, stay down ``down_seconds``, start again on the same port and database."""

@@ -90,6 +90,7 @@ class MlflowStore(LineageStore):
         self._watermark: int | None = None
         self._ledger_id: str | None = None
         self._max_number = -1
+        self.last_sync_rows = 0  # runs the last sync fetched (benchmarks, diagnostics)
 
     def _translate(self, e: MlflowException, doing: str) -> StoreError:
         if not _denied(e):
@@ -167,8 +168,8 @@ class MlflowStore(LineageStore):
             self.client.log_param(self._ledger(), key, owner)
             return True
         except MlflowException as e:
-            if _error_code(e) == "INVALID_PARAMETER_VALUE" or "Changing param values is not allowed" in str(e):
-                return False
+            if "Changing param values is not allowed" in str(e) or "already logged" in str(e):
+                return False  # held by another owner; any other error (a bad key, a fault) raises
             raise self._translate(e, f"claiming {key!r}") from None
 
     def _claim_number(self, run_id: str) -> int:
@@ -189,7 +190,7 @@ class MlflowStore(LineageStore):
             run = self.client.create_run(self.experiment_id, run_name="t----",
                                          tags={S.WORKER: draft.worker, DRAFT: token})
             run_id = run.info.run_id
-            self._drop_duplicates(token, run_id)
+            self._drop_duplicates(token, run_id, run.info.start_time)
             number = self._claim_number(run_id)
             name = S.run_name(number, draft.specialist, draft.hypothesis)
             self.client.update_run(run_id, name=name)
@@ -208,10 +209,14 @@ class MlflowStore(LineageStore):
         except MlflowException as e:
             raise self._translate(e, "creating a trial run") from None
 
-    def _drop_duplicates(self, token: str, keep: str) -> None:
-        """Delete runs a retried ``create_run`` left with the same draft token (no number, never trials)."""
-        for run in self._search(f"tags.`{DRAFT}` = '{token}'"):
-            if run.info.run_id != keep:
+    def _drop_duplicates(self, token: str, keep: str, start_time: int) -> None:
+        """Delete runs a retried ``create_run`` left with the same draft token (no number, never trials).
+
+        A retry resends the same request, so a duplicate has the same start time: an attribute
+        filter (cheap) and the token compared here, not a tag filter (a join over every run's tags).
+        """
+        for run in self._search(f"attributes.start_time = {start_time}"):
+            if run.data.tags.get(DRAFT) == token and run.info.run_id != keep:
                 logger.warning("deleting run %s: a duplicate of %s left by a retried request", run.info.run_id, keep)
                 try:
                     self.client.delete_run(run.info.run_id)
@@ -295,19 +300,24 @@ class MlflowStore(LineageStore):
             if self._watermark is None:
                 runs = self._search(_TRIALS)
             else:
+                # Attribute filters only: a tag filter joins every run's tags (about 100 ms at
+                # 10,000 runs on SQLite, against 10 ms); the few non-trial runs are dropped below.
                 since = self._watermark - SLACK_MS
-                runs = self._search(f"{_TRIALS} AND attributes.status = 'RUNNING'")
-                runs += self._search(f"{_TRIALS} AND attributes.end_time >= {since}")
+                runs = self._search("attributes.status = 'RUNNING'")
+                runs += self._search(f"attributes.end_time >= {since}")
         except MlflowException as e:
             raise self._translate(e, "reading the lineage") from None
         with self._lock:
             mark = max(self._watermark or 0, started)  # what ends later has a later end_time (less skew)
             for run in runs:
+                if run.data.tags.get(S.KIND) != "trial":
+                    continue
                 rec = self._to_record(run)
                 self._cache[rec.run_id] = rec
                 self._max_number = max(self._max_number, rec.number)
                 mark = max(mark, run.info.end_time or 0)
             self._watermark = mark
+            self.last_sync_rows = len(runs)
         return len(runs)
 
     def trials(self) -> list[TrialRecord]:

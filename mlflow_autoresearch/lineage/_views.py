@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from functools import cached_property
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch.lineage._record import TrialRecord
@@ -49,14 +50,23 @@ class Lineage:
     def load(cls, store: LineageStore, goal: str = "minimize") -> Lineage:
         return cls(store.trials(), goal)
 
-    # ----- facts ----------------------------------------------------------
+    # ----- facts (computed once: the snapshot never changes) ----------------
+    @cached_property
+    def _finished(self) -> tuple[TrialRecord, ...]:
+        return tuple(t for t in self.trials if t.finished)
+
+    @cached_property
+    def _kept(self) -> tuple[TrialRecord, ...]:
+        return tuple(sorted((t for t in self.trials if t.kept), key=lambda t: -self.direction.key(t.score)))
+
     @property
     def finished(self) -> list[TrialRecord]:
-        return [t for t in self.trials if t.finished]
+        return list(self._finished)
 
     @property
     def kept(self) -> list[TrialRecord]:
-        return sorted((t for t in self.trials if t.kept), key=lambda t: -self.direction.key(t.score))
+        """Kept trials, best first."""
+        return list(self._kept)
 
     @property
     def baseline(self) -> TrialRecord | None:
@@ -64,8 +74,7 @@ class Lineage:
 
     @property
     def best(self) -> TrialRecord | None:
-        kept = self.kept
-        return kept[0] if kept else None
+        return self._kept[0] if self._kept else None
 
     def children(self, run_id: str) -> list[TrialRecord]:
         return self._children.get(run_id, [])
@@ -96,7 +105,7 @@ class Lineage:
     # ----- views ----------------------------------------------------------
     def leaderboard(self, k: int = 10) -> str:
         rows = ["| rank | trial | score | gain vs parent | specialist | hypothesis |", "|---|---|---|---|---|---|"]
-        for i, t in enumerate(self.kept[:k], 1):
+        for i, t in enumerate(self._kept[:k], 1):
             gain = self.direction.gain(t.score, self.parent_score(t))
             rows.append(f"| {i} | {t.short} | {_fmt(t.score)} | {_fmt(gain)} | {t.specialist} | {_cell(t.hypothesis)} |")
         if len(rows) == 2:
@@ -124,21 +133,24 @@ class Lineage:
         return _bound(f"### Children of the best ({best.short})\n" + "\n".join(lines))
 
     def recent(self, k: int = 8) -> str:
-        recent = sorted(self.finished, key=lambda t: t.end_time or 0)[-k:]
+        recent = sorted(self._finished, key=lambda t: t.end_time or 0)[-k:]
         lines = [self._line(t, feedback=True) for t in recent] or ["(no finished trials yet)"]
         return _bound("### Most recent trials, with the evaluator's feedback\n" + "\n".join(lines))
 
     def near_misses(self, k: int = 5) -> str:
-        nm = [t for t in self.finished if t.near_miss and not self._repaired(t)][-k:]
+        nm = [t for t in self._finished if t.near_miss and not self._repaired(t)][-k:]
         lines = [self._line(t, feedback=True) for t in nm] or ["(none open)"]
         return _bound("### Near misses not yet repaired\n" + "\n".join(lines))
 
     def counts(self) -> str:
         table: dict[str, Counter] = {}
-        for t in self.finished:
-            table.setdefault(t.specialist, Counter())[t.outcome.value if t.outcome else "?"] += 1
+        for t in self._finished:
+            c = table.get(t.specialist)
+            if c is None:
+                c = table[t.specialist] = Counter()
+            c[t.outcome.value if t.outcome else "?"] += 1
             if t.decision == "keep":
-                table[t.specialist]["kept"] += 1
+                c["kept"] += 1
         cols = [o.value for o in Outcome if any(c[o.value] for c in table.values())]
         rows = ["| specialist | trials | kept | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
         for name, c in sorted(table.items()):
@@ -151,7 +163,7 @@ class Lineage:
         parts = [self.leaderboard(), self.best_path(), self.best_children(), self.near_misses(), self.recent(),
                  self.counts()]
         if role:
-            mine = [t for t in self.finished if t.specialist == role][-6:]
+            mine = [t for t in self._finished if t.specialist == role][-6:]
             parts.append(_bound(f"### Your ({role}) last trials\n" + ("\n".join(self._line(t, True) for t in mine)
                                                                        or "(none yet)")))
         return "\n\n".join(parts)

@@ -109,7 +109,5 @@ def test_server_killed_and_restarted_mid_writes_loses_and_duplicates_nothing(liv
     for t in trials:
         assert store.code(t.run_id) == {"train.py": f"# {t.worker} {t.hypothesis.split()[-1]}\n".encode()}
     assert len(runs(server.url, store.experiment_id)) == 7  # six trials and the ledger
-
-    server.restart()  # and between operations: the same store carries on
-    more = store.create_trial(draft("after", 0))
+    more = store.create_trial(draft("after", 0))  # a store opened before the crash carries on
     assert more.number == 6 and len(store.trials()) == 7
