@@ -13,8 +13,9 @@ from mlflow_autoresearch.sweep._callback import (
 )
 from mlflow_autoresearch.sweep._cli import parse_knob, sweep_command
 from mlflow_autoresearch.sweep._knobs import check_knobs, current_values, format_value, set_knobs
+from mlflow_autoresearch.sweep._point import SweepPoint
 from mlflow_autoresearch.sweep._storage import STORAGE_ENV, default_storage, resolve_storage
-from mlflow_autoresearch.sweep._sweep import SweepPoint, SweepResult, default_study_name, run_sweep
+from mlflow_autoresearch.sweep._sweep import SweepResult, default_study_name, run_sweep
 
 __all__ = [
     "STORAGE_ENV",

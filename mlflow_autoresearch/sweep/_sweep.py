@@ -14,16 +14,8 @@ agents' business.  One sweep:
    (specialist ``sweep``, parent the swept trial) and sends it through the
    normal acceptance of :func:`~mlflow_autoresearch.trial.evaluate_trial`.
 
-Failed points (crashed, timed out, gate missed) are COMPLETE with the worst
-value, so TPE learns to avoid their region; only a fault of the harness or a
-dead process leaves a point FAIL, and such a point is evaluated again.
-
-Pruning.  The evaluator reports a script's ``name: value`` lines once a seed
-has ended, so the pruner is fed after the fact: the history of the prune
-metric (of the first seed) is reported step by step and the point is PRUNED at
-the first step where Optuna's MedianPruner says so — the same decision a live
-pruner would take, but it saves no compute yet.  A pruned point cannot become
-the best.  Scripts that print a metric once (digits) are never pruned.
+How one point is evaluated, recorded and (after the fact) pruned: ``_point.py``.
+Where the study lives and how it recovers points of dead processes: ``_storage.py``.
 """
 
 from __future__ import annotations
@@ -31,63 +23,43 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import UsageError
-from mlflow_autoresearch.outcome import Direction, Outcome
+from mlflow_autoresearch.outcome import Direction
 from mlflow_autoresearch.recipe import Knob, Recipe
-from mlflow_autoresearch.sweep._callback import RUN_ID_ATTR, SWEEP_STATE, SWEEP_STUDY, SWEPT_TRIAL, MlflowPointLogger
+from mlflow_autoresearch.sweep._callback import SWEEP_STUDY, SWEPT_TRIAL, MlflowPointLogger
 from mlflow_autoresearch.sweep._knobs import check_knobs, current_values, format_value, set_knobs
-from mlflow_autoresearch.sweep._storage import (
-    OWNER,
-    fail_dead_points,
-    masked,
-    open_storage,
-    owner,
-    requeue_failed,
-    resolve_storage,
+from mlflow_autoresearch.sweep._point import (
+    OUTCOME,
+    REASON,
+    SOURCE,
+    VALUES,
+    PointObjective,
+    SweepPoint,
+    as_point,
+    distribution,
+    finite,
+    prune_target,
 )
+from mlflow_autoresearch.sweep._storage import fail_dead_points, masked, open_storage, requeue_failed, resolve_storage
 
 if TYPE_CHECKING:
     import optuna
 
-    from mlflow_autoresearch.evaluator import Evaluation
     from mlflow_autoresearch.lineage import MlflowStore, TrialRecord
 
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
-SOURCE = "source"  # user attribute: "parent" on the swept trial's own point
-VALUES = "values"  # user attribute: the literals written into the code
-OUTCOME = "outcome"
-REASON = "reason"
 SUBMITTED = "submitted"  # study attribute: {point number: run id of the trial made from it}
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One evaluated point of a study.  Immutable."""
-
-    number: int  # the Optuna trial number
-    values: Mapping[str, float]  # knob name -> the value written into the code
-    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
-    value: float | None  # what Optuna saw: the score, or the worst value for a failed point; None unless COMPLETE
-    outcome: str | None  # the evaluator's outcome word
-    reason: str = ""
-    run_id: str | None = None  # the nested MLflow run
-
-    @property
-    def passed(self) -> bool:
-        return self.state == "COMPLETE" and self.outcome == Outcome.OK.value and _finite(self.value)
 
 
 @dataclass(frozen=True)
@@ -107,10 +79,6 @@ class SweepResult:
     def finished(self) -> int:
         """Points with a result (COMPLETE or PRUNED); FAIL ones were interrupted and queued again."""
         return sum(1 for p in self.points if p.state in ("COMPLETE", "PRUNED"))
-
-
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
 
 
 def default_study_name(trial: TrialRecord) -> str:
@@ -147,14 +115,6 @@ def _default_knobs(store: MlflowStore, trial: TrialRecord, recipe: Recipe,
     return usable
 
 
-def _distribution(k: Knob) -> Any:
-    from optuna.distributions import FloatDistribution, IntDistribution
-
-    if k.integer:
-        return IntDistribution(math.ceil(k.low), math.floor(k.high), log=k.log)
-    return FloatDistribution(k.low, k.high, log=k.log)
-
-
 def _sampler(name: str, seed: int, points: int) -> optuna.samplers.BaseSampler:
     import optuna
 
@@ -171,35 +131,6 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.MedianPruner(n_startup_trials=3) if name == "median" else optuna.pruners.NopPruner()
-
-
-def _as_point(t: Any) -> SweepPoint:
-    ua = t.user_attrs
-    return SweepPoint(number=t.number, values=dict(ua.get(VALUES) or t.params), state=t.state.name,
-                      value=t.value if t.state.name == "COMPLETE" else None, outcome=ua.get(OUTCOME), reason=ua.get(REASON, ""), run_id=ua.get(RUN_ID_ATTR))
-
-
-def _log_point(client: Any, run_id: str, ev: Evaluation, patch: str) -> None:
-    """The evaluator's facts on the point's run: metrics (with curves), outcome, logs, the knob diff."""
-    import time
-
-    from mlflow.entities import Metric, RunTag
-
-    ts = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), ts, 0) for k, v in ev.metrics.items() if math.isfinite(v)]
-    for k, values in ev.histories.items():
-        if len(values) > 1:
-            metrics += [Metric(k, float(v), ts, i) for i, v in enumerate(values) if math.isfinite(v)]
-    tags = [RunTag(S.OUTCOME, ev.outcome.value), RunTag(S.REASON, S.clip(ev.reason, 1000)),
-            RunTag(S.NEAR_MISS, "true" if ev.near_miss else "false")]
-    client.log_batch(run_id, tags=tags)
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    client.log_text(run_id, patch, S.PATCH)
-    client.log_text(run_id, json.dumps(ev.to_dict(), indent=2), S.FEEDBACK_JSON)
-    for path in ev.logs.values():
-        if Path(path).exists():
-            client.log_artifact(run_id, str(path), S.LOGS_DIR)
 
 
 def run_sweep(
@@ -242,9 +173,7 @@ def run_sweep(
     """
     import optuna
 
-    from mlflow_autoresearch.evaluator import evaluate_code
-    from mlflow_autoresearch.lineage import write_snapshot
-    from mlflow_autoresearch.trial import make_patch, recipe_of
+    from mlflow_autoresearch.trial import recipe_of
 
     say = progress or (lambda msg: logger.info("%s", msg))
     if points < 1:
@@ -272,7 +201,7 @@ def run_sweep(
             raise UsageError("nothing to sweep: the list of knobs is empty")
         knobs = check_knobs(recipe, files, knobs)
     knobs = sorted(knobs, key=lambda k: k.name)
-    prune_name, prune_sign = _prune_target(prune_metric, recipe)
+    prune_target(prune_metric, recipe)  # refuse a malformed one before anything runs
     parent_values = current_values(files, knobs)
 
     url = resolve_storage(storage, store.tracking_uri)
@@ -301,39 +230,8 @@ def run_sweep(
 
     fail_dead_points(study, lambda s, t: point_logger.abandon(t))
     requeue_failed(study)
-    worst = direction.worst
-
-    def objective(t: optuna.Trial) -> float:
-        raw = {k.name: (t.suggest_int(k.name, int(_distribution(k).low), int(_distribution(k).high), log=k.log)
-                        if k.integer else t.suggest_float(k.name, k.low, k.high, log=k.log)) for k in knobs}
-        literals = {k.name: format_value(raw[k.name], k.integer) for k in knobs}
-        t.set_user_attr(OWNER, owner())
-        t.set_user_attr(VALUES, {n: float(v) for n, v in literals.items()})
-        code = set_knobs(files, literals, knobs)
-        run_id = point_logger.start(t.number, literals, tags={S.RECIPE: recipe.name})
-        t.set_user_attr(RUN_ID_ATTR, run_id)
-        shown = ", ".join(f"{n}={v}" for n, v in literals.items())
-        say(f"point {t.number}: {shown}")
-        try:
-            with tempfile.TemporaryDirectory(prefix="autoresearch-sweep-") as tmp:
-                code_dir = Path(tmp) / "code"
-                write_snapshot(code, code_dir)
-                ev = evaluate_code(recipe, code_dir, seeds=seeds, extra_env=extra_env,
-                                   progress=lambda m: say(f"point {t.number}: {m}"), keep_logs_in=Path(tmp) / "logs")
-                _log_point(store.client, run_id, ev, make_patch(files, code))
-        except BaseException as e:
-            # Not the point's fault (harness error, Ctrl-C): FAIL in the study, evaluated again next run.
-            store.client.set_tag(run_id, SWEEP_STATE, "FAIL")
-            store.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            raise
-        t.set_user_attr(OUTCOME, ev.outcome.value)
-        t.set_user_attr(REASON, ev.reason[:500])
-        score = "—" if ev.score is None else f"{ev.score:.5g}"
-        say(f"point {t.number}: {ev.outcome.value}, {recipe.metric.name} {score}")
-        if ev.outcome is not Outcome.OK or not _finite(ev.score):
-            return worst
-        _replay_pruner(t, ev, prune_name, prune_sign)
-        return float(ev.score)
+    objective = PointObjective(recipe=recipe, files=files, knobs=knobs, logger=point_logger, worst=direction.worst,
+                               prune_metric=prune_metric, seeds=seeds, extra_env=extra_env, say=say)
 
     evaluated_now = 0
     guard = 3 * points + 10  # each call either finishes a point or raises; this only bounds a bug
@@ -342,7 +240,7 @@ def run_sweep(
         study.optimize(objective, n_trials=1, callbacks=[point_logger], gc_after_trial=False)
         evaluated_now += 1
 
-    all_points = tuple(_as_point(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SOURCE) != "parent")
+    all_points = tuple(as_point(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SOURCE) != "parent")
     passed = [p for p in all_points if p.passed]
     best = max(passed, key=lambda p: direction.key(p.value)) if passed else None
     result = dict(study_name=name, storage=masked(url), knobs=tuple(knobs), points=all_points, best=best,
@@ -364,31 +262,6 @@ def run_sweep(
 
 def _is_int(knobs: Sequence[Knob], name: str) -> bool:
     return any(k.integer for k in knobs if k.name == name)
-
-
-def _prune_target(prune_metric: str | None, recipe: Recipe) -> tuple[str, int]:
-    if not prune_metric:
-        return recipe.metric.name, 1
-    metric, _, goal = prune_metric.partition(":")
-    if goal and goal not in ("minimize", "maximize"):
-        raise UsageError(f"prune metric {prune_metric!r}: the goal after ':' must be minimize or maximize")
-    return metric, (1 if not goal or goal == recipe.metric.goal else -1)
-
-
-def _replay_pruner(t: optuna.Trial, ev: Evaluation, metric: str, sign: int) -> None:
-    """Report the first seed's curve step by step; PRUNED where a live pruner would have stopped."""
-    import optuna
-
-    history = ev.histories.get(metric) or []
-    if len(history) < 2:
-        return
-    for step, value in enumerate(history):
-        if not math.isfinite(value):
-            continue
-        t.report(sign * value, step)
-        if t.should_prune():
-            t.set_user_attr("pruned_at_step", step)
-            raise optuna.TrialPruned(f"{metric} = {value:.5g} at step {step} is behind the median of earlier points")
 
 
 def _done(study: optuna.Study) -> int:
@@ -426,7 +299,7 @@ def _bind_study(study: optuna.Study, trial: TrialRecord, recipe: Recipe, knobs: 
             study.set_user_attr(key, value)
     if not any(t.user_attrs.get(SOURCE) == "parent" for t in study.get_trials(deepcopy=False)):
         study.add_trial(optuna.trial.create_trial(
-            params=dict(parent_values), distributions={k.name: _distribution(k) for k in knobs},
+            params=dict(parent_values), distributions={k.name: distribution(k) for k in knobs},
             value=float(trial.score), user_attrs={SOURCE: "parent", VALUES: dict(parent_values),
                                                   OUTCOME: "ok", REASON: f"{trial.short}'s recorded score"},
         ))
@@ -454,7 +327,7 @@ def _submit(store: MlflowStore, recipe: Recipe, study: optuna.Study, trial: Tria
     summary = {"study": study.study_name, "storage": masked(url), "swept_trial": trial.run_id,
                "knobs": [k.model_dump(mode="json") for k in knobs], "best_point": best.number,
                "points": [{"number": p.number, "values": dict(p.values), "state": p.state, "value": p.value
-                           if _finite(p.value) else None, "outcome": p.outcome, "run_id": p.run_id} for p in points]}
+                           if finite(p.value) else None, "outcome": p.outcome, "run_id": p.run_id} for p in points]}
     new = create_trial(store, recipe, set_knobs(files, literals, knobs), specialist="sweep", hypothesis=hypothesis,
                        parent=trial, parent_files=files, profile=trial.tags.get(S.PROFILE), backend="optuna",
                        worker=worker, expected_effect=f"{recipe.metric.name} near {best.value:.5g}",
