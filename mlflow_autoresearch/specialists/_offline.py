@@ -60,6 +60,9 @@ FAILED = {Outcome.GATE_FAILED: "gate", Outcome.TIMED_OUT: "timed_out", Outcome.S
           Outcome.CRASHED: "crashed", Outcome.PREFLIGHT_FAILED: "crashed", Outcome.INVALID_PROPOSAL: "crashed",
           Outcome.PROTECTED_VIOLATION: "crashed"}
 SHOWN = 12  # candidates listed in the transcript
+# Order of repair kinds (lower first): move the parent's numbers back; undo a change that crashed or backfired and
+# try another move; the role's own moves that serve this failure; a near miss's small step back; other families'.
+REPAIR_TIER = {"bisect": 0, "undo": 1, "own": 2, "bisect_near": 3, "undo_other": 3, "other": 4, "undo_late": 5}
 
 
 @dataclass(frozen=True)
@@ -158,43 +161,43 @@ class OfflineSpecialist:
                  kind: str, stats: Mapping[str, float], speed: bool) -> list[_Plan]:
         parent = ctx.parent
         head = f"repair of {parent.short} ({_failure_summary(parent)}): "
-        parent_move = _move_of(parent)
-        parent_family = _family_of(parent_move) or (families[0] if families else "")
+        parent_family, parent_effects = _move_meta(_move_of(parent))
+        parent_family = parent_family or (families[0] if families else "")
         gp_files = _grandparent_files(ctx)
         gp = Source(ctx.recipe, gp_files) if gp_files is not None else None
         memory = bool(MEMORY_ERROR.search(parent.feedback or ""))
+        near = kind == "near_miss"
+        # The parent's change backfired: a speed-up that ran out of time, a shrink that grew the artifact.
+        backfired = (kind == "timed_out" and "faster" in parent_effects) or (kind == "size" and "smaller" in parent_effects)
         pool: list[tuple[tuple, Candidate, tuple[Edit, ...], str]] = []
         if gp is not None:
-            near = kind == "near_miss"
             b = bisect_back(src, gp, 0.25 if near else 0.5, parent_family, max_rel=NEAR_MISS_STEP if near else None)
             if b is not None:
-                pool.append(((1 if kind == "near_miss" else 0, 0, 0.0), b, b.edits, ""))
+                pool.append(((REPAIR_TIER["bisect_near" if near else "bisect"], 0, 0.0), b, b.edits, ""))
         for c in found:
             if not _serves(c, kind, memory):
                 continue
-            pref = NEAR_MISS_FIRST.index(c.move) if kind == "near_miss" and c.move in NEAR_MISS_FIRST else 50
+            pref = NEAR_MISS_FIRST.index(c.move) if near and c.move in NEAR_MISS_FIRST else 50
             fam = _family_rank(c, families)
-            pool.append(((0 if fam < len(families) else 2, pref, stats.get(c.move, 0.0) + fam + c.order / 1000),
-                         c, c.edits, ""))
-        if gp is not None and gp_files is not None and (kind == "crashed" or kind == "gate_miss" or not pool):
-            undo = revert_edits(src, ctx.parent_files, gp_files)
-            if undo:
-                for c in candidates(gp):
-                    if c.family == parent_family and parent_family not in ("",) and kind == "crashed":
-                        continue  # a crash: try another family's move instead of the same idea
-                    if memory and not c.effects & {"memory", "smaller"}:
-                        continue
-                    fam = _family_rank(c, families)
-                    tier = (1 if kind == "crashed" else 3) + (0 if fam < len(families) else 1)
-                    prefix = f"undid {parent.short}'s change ({_clip(parent.hypothesis, 80)}) and instead "
-                    rank = (_tier(c, speed, False, False), stats.get(c.move, 0.0) + c.order / 1000)
-                    pool.append(((tier, *rank), c, undo + c.edits, prefix))
+            tier = REPAIR_TIER["own" if fam < len(families) else "other"]
+            pool.append(((tier, pref, stats.get(c.move, 0.0) + fam + c.order / 1000), c, c.edits, ""))
+        undo = revert_edits(src, ctx.parent_files, gp_files) if gp_files is not None else ()
+        if gp is not None and undo:
+            prefix = f"undid {parent.short}'s change ({_clip(parent.hypothesis, 80)}) and instead "
+            for c in candidates(gp):
+                if kind == "crashed" and c.family == parent_family:
+                    continue  # a crash: another family's idea rather than the same one again
+                if memory and not c.effects & {"memory", "smaller"}:
+                    continue
+                own = _family_rank(c, families) < len(families)
+                if kind == "crashed" or backfired:
+                    tier = REPAIR_TIER["undo" if own else "undo_other"]
+                else:
+                    tier = REPAIR_TIER["undo_late"]
+                rank = (_tier(c, speed, False, False), stats.get(c.move, 0.0) + c.order / 1000)
+                pool.append(((tier, *rank), c, undo + c.edits, prefix))
         pool.sort(key=lambda x: x[0])
-        out = []
-        for key, c, edits, prefix in pool:
-            what = f"{head}{prefix}"
-            out.append(_Plan(c, edits, c.hypothesis(what), c.expect, key))
-        return out
+        return [_Plan(c, edits, c.hypothesis(head + prefix), c.expect, key) for key, c, edits, prefix in pool]
 
 
 # ----- helpers ----------------------------------------------------------------------
@@ -313,11 +316,11 @@ def _move_of(t: TrialRecord) -> str | None:
     return m.group(1) if m else None
 
 
-def _family_of(move: str | None) -> str | None:
-    if move is None:
-        return None
+def _move_meta(move: str | None) -> tuple[str | None, frozenset[str]]:
+    """Family and effects of a catalogue move by id; (None, {}) for anything else."""
     cat = catalogue()
-    return next((m.family for m in (*cat.moves, *cat.rewrites) if m.id == move), None)
+    m = next((m for m in (*cat.moves, *cat.rewrites) if m.id == move), None)
+    return (m.family, m.effects) if m is not None else (None, frozenset())
 
 
 def _move_stats(lineage: Lineage, parent: TrialRecord) -> dict[str, float]:

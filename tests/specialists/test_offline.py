@@ -367,6 +367,17 @@ def test_timed_out_cuts_work(digits):
                 or constant(p.files, "BATCH_SIZE") > 32), p.hypothesis
 
 
+def test_a_speed_up_that_ran_out_of_time_is_undone(digits):
+    """more-threads on a shared CPU can time out: the repair undoes it (THREADS back to 1) and tries another move."""
+    recipe, store, base = digits
+    parent = failed_child(recipe, store, base, "THREADS = 1", "THREADS = 2", outcome="timed_out",
+                          feedback="outcome: timed_out — training (seed 0) ran past its 60 s limit and was killed",
+                          hypothesis="more-threads: more intra-op threads: THREADS 1 -> 2", specialist="systems")
+    p = OfflineSpecialist().propose(ctx_for(recipe, store, parent, "architecture"))
+    assert constant(p.files, "THREADS") == 1 and f"undid {parent.short}'s change (more-threads" in p.hypothesis
+    assert code_digest(p.files) != base.code_sha256
+
+
 def test_size_exceeded_shrinks_the_artifact(digits):
     recipe, store, base = digits
     parent = failed_child(recipe, store, base, "HIDDEN = 256", "HIDDEN = 1024", outcome="size_exceeded",
