@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     backend: str = Field(default="local", description="MLflow project backend for evaluations")
     backend_config: str | None = None
     in_process: bool = Field(default=False, description="evaluate in this process instead of mlflow.projects.run")
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     max_turns: int = Field(default=24, ge=1, le=200)
     max_tokens: int = Field(default=8000, ge=256, le=64_000)
     anthropic_base_url: str | None = None

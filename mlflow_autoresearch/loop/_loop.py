@@ -9,6 +9,7 @@ again resumes the same experiment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_autoresearch import schema as S
-from mlflow_autoresearch._errors import AutoresearchError, HarnessError, ModelUnavailable
+from mlflow_autoresearch._errors import AutoresearchError, HarnessError, ModelUnavailable, ProposalError
 from mlflow_autoresearch.evaluator import check_code
 from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
 from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
@@ -180,7 +181,9 @@ class Loop:
                 and t.worker == self.settings.worker and lease_is_stale(t)]
 
     def _take_over(self, t: TrialRecord) -> bool:
-        return self.store.claim(f"takeover/{t.run_id}/{t.tags.get(S.LEASE, '')}"[:250], self.owner)
+        """One loop takes over a given stale lease: the claim key names the lease it replaces."""
+        lease = hashlib.sha256(t.tags.get(S.LEASE, "").encode()).hexdigest()[:16]
+        return self.store.claim(f"takeover/{t.run_id}/{lease}", self.owner)
 
     def _context(self, choice: Choice, lineage: Lineage) -> ProposalContext:
         return ProposalContext(
@@ -191,7 +194,11 @@ class Loop:
     def _propose(self, choice: Choice, lineage: Lineage) -> TrialRecord:
         """Runs in a proposer thread: ask the specialist, check, record the trial."""
         ctx = self._context(choice, lineage)
-        proposal = self.specialist.propose(ctx)
+        try:
+            proposal = self.specialist.propose(ctx)
+        except ProposalError as e:  # recorded, so a specialist that keeps failing cannot spin the loop
+            proposal = Proposal(specialist=choice.role.name, hypothesis="", files=ctx.parent_files,
+                                backend=getattr(self.specialist, "backend", "?"), invalid_reason=str(e))
         if self.agent != "claude":  # the Claude backend reports usage through ctx.on_usage itself
             self._on_usage(proposal.usage)
         if self._stop:
@@ -229,6 +236,10 @@ class Loop:
             backend=proposal.backend, worker=self.settings.worker, profile=self.settings.profile,
             tags={**extra, S.LEASE: lease_value(self.owner, self.settings.lease_seconds)},
             artifacts=artifacts, metrics=proposal.usage.metrics())
+        if getattr(proposal, "trace_id", None):
+            from mlflow_autoresearch.specialists import link_trace
+
+            link_trace(proposal.trace_id, trial.run_id)
         if reason is not None:
             return self._refuse(trial, outcome, reason)
         return trial
@@ -339,8 +350,14 @@ class Loop:
                             waiting.discard(run_id)
                             if t.outcome is None:
                                 ready.append(t)
-                if not proposing and not evaluating and not waiting and (not ready or self._stop):
+                if not proposing and not evaluating and (not ready or self._stop) and (not waiting or self._stop):
+                    if waiting:
+                        self.echo(f"{len(waiting)} trial(s) are still being evaluated by another process; "
+                                  "they finish on their own")
                     return stop_reason or self._stop or "done"
+                if not proposing and not evaluating:
+                    time.sleep(0.5)  # only waiting on other processes' trials
+                    continue
                 done, _ = wait(list(proposing) + list(evaluating), timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
                     if fut in proposing:
