@@ -158,15 +158,17 @@ def augment(images: torch.Tensor, epoch: int) -> torch.Tensor:
     if FLIP:
         flip = (torch.arange(n, device=images.device) % 2 == epoch % 2).view(-1, 1, 1, 1)
         images = torch.where(flip, images.flip(-1), images)
-    if TRANSLATE > 0:
+    if TRANSLATE > 0:  # one masked copy per offset: cheaper than gathering with per-pixel indices
         r = TRANSLATE
         padded = F.pad(images, (r, r, r, r), mode="reflect")
         dy = torch.randint(0, 2 * r + 1, (n,), device=images.device)
         dx = torch.randint(0, 2 * r + 1, (n,), device=images.device)
-        rows = (dy.view(-1, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1).expand(n, 3, h, w + 2 * r)
-        images = padded.gather(2, rows)
-        cols = (dx.view(-1, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w).expand(n, 3, h, w)
-        images = images.gather(3, cols)
+        rows = torch.empty((n, 3, h, w + 2 * r), device=images.device, dtype=images.dtype)
+        for s in range(2 * r + 1):
+            rows[dy == s] = padded[dy == s, :, s : s + h, :]
+        images = torch.empty_like(images)
+        for s in range(2 * r + 1):
+            images[dx == s] = rows[dx == s, :, :, s : s + w]
     if CUTOUT > 0:
         cy = torch.randint(0, h - CUTOUT + 1, (n, 1, 1, 1), device=images.device)
         cx = torch.randint(0, w - CUTOUT + 1, (n, 1, 1, 1), device=images.device)
