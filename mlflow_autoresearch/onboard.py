@@ -328,8 +328,10 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
             raise _command_failed(ev, a.command)
         wall = ev.train_seconds or 0.0
         say(f"dry run: finished in {wall:.1f} s")
+        cands = metric_candidates(stdout)
+        if a.metric is not None and not a.metric_regex:
+            regex = _regex_for(a, cands, say)
         if a.metric is None:
-            cands = metric_candidates(stdout)
             chosen = pick_metric(cands)
             if interactive:
                 if cands:
@@ -372,7 +374,12 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
     _warn_size(recipe, say)
     if run:
         say(f"baseline: running `{a.command}` once through the evaluator ...")
-        ev, _ = _run(recipe, folder, say)
+        ev, stdout = _run(recipe, folder, say)
+        if ev.seed_metrics and a.metric not in ev.seed_metrics[0] and not a.metric_regex:
+            regex = _regex_for(a, metric_candidates(stdout), say)
+            if regex:  # the metric is printed in the script's own format: read it with a regex
+                recipe = _build(folder, a, regex)
+                ev, _ = _run(recipe, folder, say)
         if ev.outcome is not Outcome.OK:
             if ev.seed_metrics and recipe.metric.name not in ev.seed_metrics[0]:
                 raise UsageError(f"--metric {a.metric}: the baseline ran but printed no '{a.metric}: <number>' line"
@@ -386,6 +393,16 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
     say(f"wrote {target}")
     say(f"next: autoresearch run --recipe {folder}")
     return target
+
+
+def _regex_for(a: Answers, cands: list[MetricCandidate], say: Say) -> dict[str, str]:
+    """When --metric names a number printed in a free-form line, the regex that reads it."""
+    match = next((c for c in cands if c.name == a.metric and c.regex), None)
+    if match is None:
+        return {}
+    a.metric_regex = match.regex
+    say(f"metric_regex: {match.regex} (--metric {a.metric} is printed as {match.line!r})")
+    return {a.metric: match.regex}
 
 
 def _warn_size(recipe, say: Say, limit: int = 50 * 1024**2) -> None:

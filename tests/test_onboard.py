@@ -155,3 +155,18 @@ def test_interactive_answers_questions_with_detected_defaults(tmp_path):
     recipe = load_recipe(folder)
     assert recipe.metric.name == "train_loss" and recipe.metric.goal == "minimize"
     assert recipe.limits.train_seconds == 45
+
+
+def test_a_metric_named_by_flag_in_a_custom_format_gets_its_regex(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "train.py").write_text(
+        "LR = 0.5  # step size\n"
+        "for step in (100, 200):\n"
+        "    print(f'step {step}: train loss {1 / step:.4f}, val loss {LR / step:.4f}')\n")
+    for extra in ([], ["--time-limit", "30"]):  # with a dry run, and with only the baseline run
+        r = init(folder, "--metric", "val_loss", "--force", *extra, input="")
+        assert r.exit_code == 0, r.output
+        recipe = load_recipe(folder)
+        assert set(recipe.metric_regex) == {"val_loss"} and recipe.metric.goal == "minimize"
+        assert evaluate_code(recipe, folder).score == 0.0025

@@ -58,6 +58,7 @@ COMPILE = False  # torch.compile the net (its compile time counts in the score)
 CHANNELS_LAST = True  # memory format on the GPU
 HALF = True  # fp16 weights and activations on the GPU (BatchNorm stays fp32)
 WHITEN_IMAGES = 5000  # training images used to estimate the patch covariance
+BN_MOMENTUM = 0.6  # weight of the newest batch in BatchNorm's running statistics (PyTorch convention)
 
 TINY = dict(EPOCHS=8, BATCH_SIZE=128, LR=20.0, WIDTHS=(16, 32, 32), TRANSLATE=2, CUTOUT=4,
             WHITEN_BIAS_EPOCHS=1, WHITEN_IMAGES=512, TTA_LEVEL=1)  # --tiny: CPU seconds, generated 16x16 data
@@ -80,7 +81,7 @@ class Conv(nn.Conv2d):
 
 class Norm(nn.BatchNorm2d):
     def __init__(self, n: int) -> None:
-        super().__init__(n, eps=1e-12, momentum=0.6)
+        super().__init__(n, eps=1e-12, momentum=BN_MOMENTUM)
         self.weight.requires_grad = False  # scale frozen at one: only the bias learns
 
 
