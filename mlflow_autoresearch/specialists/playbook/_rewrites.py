@@ -22,6 +22,7 @@ from mlflow_autoresearch.specialists.playbook._rewrites_model import (
     relu_to_gelu,
     sdpa_attention,
     shift_augment,
+    z_loss,
 )
 from mlflow_autoresearch.specialists.playbook._rewrites_training import (
     bf16_autocast,
@@ -39,5 +40,5 @@ REWRITES: tuple[Rewrite, ...] = (
     bf16_autocast, channels_last, compile_model, tf32_matmul,
     sdpa_attention, qk_norm, relu_to_gelu, gelu_to_relu, add_layernorm,
     center_inputs, add_label_smoothing, shift_augment, random_flip,
-    int6_levels,
+    z_loss, int6_levels,
 )

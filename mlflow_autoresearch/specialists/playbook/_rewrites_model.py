@@ -21,6 +21,7 @@ from mlflow_autoresearch.specialists.playbook._source import Rewriter, Source
 
 SMOOTHING = 0.1
 INT6_LEVEL = 31
+Z_LOSS = 1e-4
 
 
 # ----- architecture -------------------------------------------------------------------------------
@@ -167,6 +168,28 @@ def center_inputs(src: Source) -> Iterator[Candidate]:
             yield cand(center_inputs, Rewriter(src).replace(rel, m.start(), m.end(), new).edits(),
                         f"rescaled the inputs from [0, 1] to [-1, 1]: {m.group(0)} -> {new}",
                         "zero-centred inputs: better-conditioned first layer, faster convergence")
+            return
+
+
+@rewrite("z-loss", "regularization", ["stability", "quality"], also=["data"])
+def z_loss(src: Source) -> Iterator[Candidate]:
+    """``loss = cross_entropy(logits..., y)`` -> ``+ Z_LOSS * logsumexp(logits)^2``: keeps the softmax normaliser near 0."""
+    for rel in src.texts:
+        if re.search(r"z_loss|logsumexp", src.texts[rel], re.I) or not imports_torch(src, rel):
+            continue
+        for call in src.calls(rel, "cross_entropy"):
+            if not call.args:
+                continue
+            base = call.args[0]
+            while isinstance(base, ast.Call) and isinstance(base.func, ast.Attribute) \
+                    and base.func.attr in ("view", "reshape", "float", "flatten"):
+                base = base.func.value
+            if not isinstance(base, ast.Name):
+                continue
+            term = f"{Z_LOSS} * torch.logsumexp({base.id}.float(), dim=-1).pow(2).mean()"
+            rw = Rewriter(src).replace_node(rel, call, f"{src.segment(rel, call)} + {term}")
+            yield cand(z_loss, rw.edits(), f"added a z-loss to the cross-entropy ({rel} line {call.lineno}): + {term}",
+                       "logits that stay normalised: steadier training with bf16 and high learning rates")
             return
 
 
