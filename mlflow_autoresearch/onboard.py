@@ -263,11 +263,18 @@ def _run(recipe, folder: Path, say: Say):
     return ev, stdout
 
 
-def _command_failed(ev, command: str) -> UsageError:
+def _command_failed(ev, command: str, folder: Path) -> UsageError:
+    from mlflow_autoresearch.recipe import IGNORED_PARTS
+
     tail = "\n".join(ev.error_tail.splitlines()[-12:])
+    hint = "(fix the script or the flags; --time-limit and --network may help)"
+    skipped = sorted(p.name for p in folder.iterdir()
+                     if p.is_dir() and p.name in IGNORED_PARTS and not p.name.startswith((".", "__")))
+    if skipped and ev.error_type in ("FileNotFoundError", "OSError", "IsADirectoryError"):
+        hint = (f"(runs happen in a copy of the folder without {', '.join(f'{d}/' for d in skipped)}: read data "
+                f"from an absolute path, e.g. under $AUTORESEARCH_DATA_DIR, which runs can see)")
     return UsageError(f"`{command}` did not run to the end under the evaluator: {ev.outcome.value}: {ev.reason}"
-                      + (f"\n{tail}" if tail else "")
-                      + "\n(fix the script or the flags; --time-limit and --network may help)")
+                      + (f"\n{tail}" if tail else "") + f"\n{hint}")
 
 
 def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bool, say: Say,
@@ -325,7 +332,7 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
         probe = _build(folder, Answers(**{**a.__dict__, "metric": a.metric or "__probe__"}), regex)
         ev, stdout = _run(probe, folder, say)
         if not ev.seed_metrics:
-            raise _command_failed(ev, a.command)
+            raise _command_failed(ev, a.command, folder)
         wall = ev.train_seconds or 0.0
         say(f"dry run: finished in {wall:.1f} s")
         cands = metric_candidates(stdout)
@@ -385,7 +392,7 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
                 raise UsageError(f"--metric {a.metric}: the baseline ran but printed no '{a.metric}: <number>' line"
                                  + (" matching --metric-regex" if regex else "")
                                  + "; pass --metric-regex for a custom format")
-            raise _command_failed(ev, a.command)
+            raise _command_failed(ev, a.command, folder)
         say(f"baseline: ok — {a.metric} = {ev.score:.6g} in {ev.train_seconds:.1f} s (evaluator clock)")
     target.write_text("# Written by `autoresearch init`; edit freely (see DESIGN.md for the fields).\n"
                       + recipe.to_yaml())

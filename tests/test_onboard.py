@@ -170,3 +170,14 @@ def test_a_metric_named_by_flag_in_a_custom_format_gets_its_regex(tmp_path):
         recipe = load_recipe(folder)
         assert set(recipe.metric_regex) == {"val_loss"} and recipe.metric.goal == "minimize"
         assert evaluate_code(recipe, folder).score == 0.0025
+
+
+def test_a_script_reading_the_uncopied_data_folder_is_told_why(tmp_path):
+    folder = tmp_path / "reads_data"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train.csv").write_text("1,2\n")
+    (folder / "train.py").write_text("print('val_loss:', len(open('data/train.csv').read()))\n")
+    r = init(folder, input="")
+    assert r.exit_code == 2 and "FileNotFoundError" in r.output
+    assert "without data/" in r.output and "AUTORESEARCH_DATA_DIR" in r.output
+    assert not (folder / "recipe.yaml").exists()
