@@ -328,12 +328,15 @@ def prepare(root: Path | None = None, shards: int = PARQUET_SHARDS, shard_url: s
         out = root / ("val.bin" if i == len(parquet) - 1 else f"train_{i:05d}.bin")
         if out.is_file():
             continue
-        ids: list[int] = []
-        texts = list(_texts([p]))
-        for enc in tok.encode_batch(texts, add_special_tokens=False):
-            ids.append(BOS)
-            ids.extend(enc.ids)
-        write_shard(out, np.array(ids, dtype=np.uint16))
+        docs: list[np.ndarray] = []  # one small array per document: ~2 bytes per token in memory
+        batch: list[str] = []
+        for text in [*_texts([p]), None]:
+            if text is not None:
+                batch.append(text)
+            if batch and (text is None or len(batch) == 1024):
+                docs += [np.array([BOS, *e.ids], dtype=np.uint16) for e in tok.encode_batch(batch, add_special_tokens=False)]
+                batch = []
+        write_shard(out, np.concatenate(docs))
     if not (root / "core.npz").is_file():
         archive = fetch(bundle_url, raw / "eval_bundle.zip")
         with zipfile.ZipFile(archive) as z:
