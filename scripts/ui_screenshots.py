@@ -24,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -284,7 +285,7 @@ def plan(server_url: str, experiment: str | None) -> dict:
 
 
 def ui_state(score: str, gates: list[str]) -> dict:
-    """The runs table's persisted state: our columns, trials only, newest first."""
+    """The runs page's persisted state: trials only, newest first, our columns, the score's charts."""
     cols = [f"tags.`autoresearch.{k}`" for k in ("specialist", "outcome", "decision")]
     cols += [f"metrics.`{m}`" for m in [score, *gates] if m]
     cols += ["metrics.`llm_cost_usd`", "tags.`autoresearch.hypothesis`"]
@@ -294,7 +295,9 @@ def ui_state(score: str, gates: list[str]) -> dict:
             "columnWidths": widths, "columnOrder": cols,
             "orderByAsc": False, "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
             "modelVersionFilter": "All Runs", "selectedColumns": cols, "runsPinned": [], "runsHidden": [],
-            "runsHiddenMode": "FIRST_10_RUNS", "hideEmptyCharts": True}
+            "runsHiddenMode": "FIRST_10_RUNS", "hideEmptyCharts": True,
+            # the chart view keeps the score and the gates (a regular expression over chart names)
+            "chartsSearchFilter": "^(" + "|".join(re.escape(m) for m in [score, *gates] if m) + ")$"}
 
 
 def prefs_script(experiment_id: str, state: dict) -> str:
@@ -356,7 +359,7 @@ def take(server_url: str, out_dir: Path, experiment: str | None = None, chromium
         shot("compare", "compare", [focus.name, other.name, p["score"], "Show diff only"],
              actions=("__click('Visualizations')", "__click('Artifacts')", "__click('Parameters')",
                       "__switchAfter('Metrics')", "__switchAfter('Tags')", "__scroll('Metrics')"))
-        shot("chart", "charts", [p["score"]], settle=4.0)
+        shot("chart", "charts", [focus.name, "Model metrics", p["score"]], settle=4.0)
     return shots
 
 
