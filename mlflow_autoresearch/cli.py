@@ -103,6 +103,7 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @click.option("--backend-config", default=None, help="Backend config file (e.g. for kubernetes).")
 @click.option("--steering-file", default=None, help="A note every specialist reads at its next proposal.")
 @click.option("--sweep-points", type=int, default=None, help="Optuna points after each kept trial with knobs.")
+@click.option("--sweep-storage", default=None, help="Optuna storage URL [default: optuna.db beside mlflow.db].")
 @handles_errors
 def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
     """Run the propose-measure-revise loop on a recipe."""

@@ -53,9 +53,12 @@ class Settings(BaseSettings):
     max_turns: int = Field(default=24, ge=1, le=200)
     max_tokens: int = Field(default=8000, ge=256, le=64_000)
     anthropic_base_url: str | None = None
+    model_retry_seconds: float = Field(default=300, gt=0, description="retry a failing model API this long, then pause")
     prices: str | None = Field(default=None, description="JSON or file: {model: [usd per Mtok in, out]}")
     steering_file: str | None = None
     sweep_points: int = Field(default=0, ge=0, description="Optuna points after each kept trial with knobs")
+    sweep_storage: str | None = Field(default=None, description="Optuna storage URL [default: optuna.db beside mlflow.db]")
+    sweep_sampler: str = Field(default="tpe", pattern=r"^(tpe|random)$")
     lease_seconds: float = Field(default=120, ge=5)
 
 

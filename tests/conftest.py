@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "recipes" / "digits-speedrun"
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")  # no network here: no price-catalog fetches by tracing
 
 
 @pytest.fixture

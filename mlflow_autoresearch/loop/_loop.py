@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow_autoresearch import schema as S
-from mlflow_autoresearch._errors import AutoresearchError, HarnessError, ModelUnavailable, ProposalError
+from mlflow_autoresearch._errors import AutoresearchError, HarnessError, ModelUnavailable, ProposalError, UsageError
 from mlflow_autoresearch.evaluator import check_code
 from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
 from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 STEERING_TAG = S.PREFIX + "steering"
 PAUSE_FIRST, PAUSE_MAX = 30.0, 600.0
+MAX_PROPOSAL_FAILURES = 5
 
 
 @dataclass
@@ -92,9 +93,7 @@ class Loop:
         if hasattr(self.store, "check_write_access"):
             self.store.check_write_access()  # a reader is refused before any trial starts
         self.agent = resolve_agent(settings.agent) if specialist is None else getattr(specialist, "backend", "custom")
-        self.specialist = specialist or make_specialist(
-            settings.agent, seed=settings.seed, model=settings.model, max_turns=settings.max_turns,
-            max_tokens=settings.max_tokens, base_url=settings.anthropic_base_url, prices=settings.prices)
+        self.specialist = specialist or make_specialist(settings.agent, **_backend_options(settings, self.agent))
         self.roles = roster(recipe)
         self.policy = Policy(self.roles, settings.seed)
         self.slots = detect_slots(settings.slots)
@@ -112,6 +111,7 @@ class Loop:
         self._busy = 0.0
         self._paused_until = 0.0
         self._pause = PAUSE_FIRST
+        self._failures = 0
 
     # ----- budget -----------------------------------------------------------
     def _mine(self, lineage: Lineage) -> list[TrialRecord]:
@@ -328,16 +328,17 @@ class Loop:
                 ThreadPoolExecutor(len(self.slots), thread_name_prefix="slot") as slots:
             proposing: dict[Future, Choice] = {}
             evaluating: dict[Future, tuple[str | None, TrialRecord]] = {}
+            sweeping: dict[Future, tuple[str | None, TrialRecord]] = {}
             stop_reason = None
             last_poll = 0.0
             while True:
-                stop_reason = self._budget_reason(created + len(proposing), start)
+                stop_reason = self._budget_reason(created + len(proposing) + len(sweeping), start)
                 paused = time.monotonic() < self._paused_until
                 while (stop_reason is None and not paused and len(proposing) + len(ready) < ahead):
                     lineage = self.lineage()
                     choice = self.policy.choose(lineage)
                     proposing[proposers.submit(self._propose, choice, lineage)] = choice
-                    stop_reason = self._budget_reason(created + len(proposing), start)
+                    stop_reason = self._budget_reason(created + len(proposing) + len(sweeping), start)
                 while ready and free and not self._stop:
                     gpu = free.pop(0)
                     trial = ready.popleft()
@@ -350,15 +351,16 @@ class Loop:
                             waiting.discard(run_id)
                             if t.outcome is None:
                                 ready.append(t)
-                if not proposing and not evaluating and (not ready or self._stop) and (not waiting or self._stop):
+                idle = not proposing and not evaluating and not sweeping and (not ready or self._stop)
+                if idle and (stop_reason or self._stop) and (not waiting or self._stop):
                     if waiting:
                         self.echo(f"{len(waiting)} trial(s) are still being evaluated by another process; "
                                   "they finish on their own")
                     return stop_reason or self._stop or "done"
-                if not proposing and not evaluating:
-                    time.sleep(0.5)  # only waiting on other processes' trials
+                if not proposing and not evaluating and not sweeping:
+                    time.sleep(0.5)  # only waiting on other processes' trials, or paused
                     continue
-                done, _ = wait(list(proposing) + list(evaluating), timeout=1.0, return_when=FIRST_COMPLETED)
+                done, _ = wait([*proposing, *evaluating, *sweeping], timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
                     if fut in proposing:
                         choice = proposing.pop(fut)
@@ -370,10 +372,20 @@ class Loop:
                             ready.append(trial)
                         else:
                             self._report_trial(trial, None, len(evaluating), created)
+                    elif fut in sweeping:
+                        gpu, swept = sweeping.pop(fut)
+                        free.append(gpu)
+                        record = self._sweep_done(fut, swept)
+                        if record is not None:
+                            created += 1
+                            self._report_trial(record, None, len(evaluating), created)
                     else:
                         gpu, trial = evaluating.pop(fut)
-                        free.append(gpu)
                         record = self._evaluation_done(fut, trial)
+                        if record is not None and self._wants_sweep(record, created + len(proposing) + len(sweeping)):
+                            sweeping[slots.submit(self._sweep, record, gpu)] = (gpu, record)  # the slot stays busy
+                        else:
+                            free.append(gpu)
                         if record is None:
                             continue
                         if record.outcome is Outcome.HARNESS_ERROR:
@@ -386,7 +398,9 @@ class Loop:
 
     def _proposal_done(self, fut: Future, choice: Choice) -> TrialRecord | None:
         try:
-            return fut.result()
+            trial = fut.result()
+            self._failures = 0
+            return trial
         except _Abandoned:
             return None
         except ModelUnavailable as e:
@@ -395,8 +409,15 @@ class Loop:
                       "Evaluations in flight continue.")
             self._pause = min(self._pause * 2, PAUSE_MAX)
             return None
+        except UsageError as e:  # bad credentials, unknown model: retrying cannot help
+            self._stop = f"the specialist backend refused to work: {e}"
+            self.echo(f"autoresearch: {self._stop}")
+            return None
         except AutoresearchError as e:
+            self._failures += 1
             self.echo(f"proposal by {choice.role.name} failed: {e}")
+            if self._failures >= MAX_PROPOSAL_FAILURES:
+                self._stop = f"{self._failures} proposals failed in a row; last: {e}"
             return None
 
     def _evaluation_done(self, fut: Future, trial: TrialRecord) -> TrialRecord | None:
@@ -412,6 +433,35 @@ class Loop:
         except AutoresearchError as e:
             self.echo(f"{trial.short}: evaluation could not be recorded: {e}; it will be re-evaluated on resume")
             return None
+
+    # ----- sweeps -----------------------------------------------------------
+    def _wants_sweep(self, record: TrialRecord, committed: int) -> bool:
+        return (self.settings.sweep_points > 0 and record.decision == Decision.KEEP.value and not self._stop
+                and committed < self.settings.trials and isinstance(self.store, MlflowStore))
+
+    def _sweep(self, record: TrialRecord, gpu: str | None):
+        from mlflow_autoresearch.sweep import run_sweep
+
+        self.echo(f"sweep: {self.settings.sweep_points} Optuna points over the knobs of {record.short}")
+        t0 = time.monotonic()
+        try:
+            return run_sweep(self.store, self.recipe, record.run_id, points=self.settings.sweep_points,
+                             storage=self.settings.sweep_storage, sampler=self.settings.sweep_sampler,
+                             seed=self.settings.seed, worker=self.settings.worker,
+                             extra_env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None)
+        finally:
+            with self._lock:
+                self._busy += time.monotonic() - t0
+
+    def _sweep_done(self, fut: Future, swept: TrialRecord) -> TrialRecord | None:
+        try:
+            result = fut.result()
+        except AutoresearchError as e:  # nothing to sweep, or the sweep failed: the loop goes on
+            self.echo(f"sweep of {swept.short}: {e}")
+            return None
+        if result.trial is None:
+            self.echo(f"sweep of {swept.short}: {result.reason}")
+        return result.trial
 
     def _log_report(self) -> None:
         try:
@@ -442,6 +492,17 @@ class Loop:
     def _restore_signals(old) -> None:
         for s, h in (old or {}).items():
             signal.signal(s, h)
+
+
+def _backend_options(settings: Settings, agent: str) -> dict:
+    claude = dict(model=settings.model, max_turns=settings.max_turns, max_tokens=settings.max_tokens,
+                  base_url=settings.anthropic_base_url, prices=settings.prices,
+                  retry_seconds=settings.model_retry_seconds)
+    if agent == "claude":
+        return claude
+    if agent == "offline":
+        return {"seed": settings.seed}
+    return {"seed": settings.seed, **claude}  # a plug-in takes what it needs
 
 
 class _Abandoned(Exception):

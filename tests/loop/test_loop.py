@@ -57,3 +57,24 @@ def test_loop_through_mlflow_projects(toy_recipe, mlflow_store):
     run = mlflow_store.client.get_run(trials[1].run_id)
     assert run.data.tags.get("mlflow.project.backend") == "local"  # evaluated by the project entry point
     assert run.info.status == "FINISHED" and S.NOTE in run.data.tags
+
+
+def test_kept_trial_with_knobs_gets_a_sweep(toy_recipe, mlflow_store, tmp_path):
+    import yaml
+
+    spec = yaml.safe_load((toy_recipe / "recipe.yaml").read_text())
+    spec["knobs"] = [{"name": "SCORE", "low": 0.01, "high": 1.0, "log": True}]
+    (toy_recipe / "recipe.yaml").write_text(yaml.safe_dump(spec))
+    recipe = load_recipe(toy_recipe)
+    settings = make_settings(trials=4, in_process=True, proposals_ahead=0, sweep_points=3,
+                             sweep_storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=mlflow_store.tracking_uri)
+    lines: list[str] = []
+    result = run_loop(recipe, settings, store=mlflow_store, specialist=ScriptedSpecialist(), echo=lines.append)
+    trials = mlflow_store.trials()
+    assert result.trials == 4 and len(trials) == 5, "the sweep trial counts toward the budget"
+    assert any(ln.startswith("sweep: 3 Optuna points") for ln in lines)
+    sweep_trial = next(t for t in trials if t.specialist == "sweep")
+    assert sweep_trial.finished and sweep_trial.decision in ("keep", "discard")
+    points = mlflow_store.client.search_runs([mlflow_store.experiment_id],
+                                             f"tags.`mlflow.parentRunId` = '{sweep_trial.parent_id}'")
+    assert len(points) >= 2 and all(p.data.tags.get(S.KIND) == "sweep_point" for p in points)
