@@ -1,11 +1,12 @@
 """Measure the offline playbook on a recipe for real, through the evaluator.
 
-    python bench/offline_playbook.py moves [--recipe recipes/digits-speedrun] [--seeds 1] [--repeat-baseline 3]
+    python bench/offline_playbook.py moves [--recipe recipes/digits-speedrun] [--seeds 1] [--repeat 3]
     python bench/offline_playbook.py loop [--trials 20] [--seeds 1]
 
-``moves``: every candidate the catalogue finds on the recipe's own code (and,
-for a time score, the pairing with a shorter schedule the specialist would
-propose), applied and scored with ``evaluate_code``; prints a markdown table.
+``moves``: every candidate the catalogue finds on the recipe's own code (and
+the pairing the specialist would add to it), applied and scored with
+``evaluate_code``, each ``--repeat`` times round-robin; prints a markdown
+table of medians (progress on stderr).
 ``loop``: a plain loop on an in-memory lineage (parent: the best, or the
 newest unrepaired failure; roles in rotation) to show keeps, failures and
 repairs.  The real loop lives in ``mlflow_autoresearch.loop``.
@@ -14,9 +15,11 @@ repairs.  The real loop lives in ``mlflow_autoresearch.loop``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from mlflow_autoresearch.evaluator import evaluate_code
@@ -35,30 +38,46 @@ def _score(recipe, files, seeds):
         return evaluate_code(recipe, tmp, seeds=seeds)
 
 
-def _row(name, what, ev, gate):
-    acc = ev.metrics.get(gate) if gate else None
-    t = f"{ev.train_seconds:.2f}" if ev.train_seconds is not None else "—"
-    a = f"{acc:.4f}" if acc is not None else "—"
-    why = "" if ev.outcome is Outcome.OK else f": {ev.reason}"
-    return f"| {name} | {what} | {ev.outcome.value}{why} | {t} | {a} |"
+def _configs(recipe, base):
+    """(name, what changed, files): the baseline, every candidate, and the pairing the specialist would add."""
+    out = [("baseline", "the recipe's own code", base)]
+    for c in candidates(Source(recipe, base)):
+        out.append((f"{c.move} {c.variant}".strip(), c.what, apply_edits(recipe, base, list(c.edits))))
+        pair = _pairing(recipe, base, c, _is_speed(recipe))
+        if pair is not None:
+            out.append((f"{c.move} + {pair[0].move} {pair[0].variant}", f"the above{pair[1]}",
+                        apply_edits(recipe, base, list(c.edits + pair[0].edits))))
+    return out
 
 
 def moves(args) -> None:
+    """Each configuration ``--repeat`` times, round-robin (so load drift hits all alike); medians."""
     recipe = load_recipe(args.recipe, args.profile)
     base = recipe_files(recipe)
     gate = recipe.gates[0].metric if recipe.gates else None
-    print("| move | what changed | outcome | train_seconds | " + (gate or "") + " |\n|---|---|---|---|---|")
-    for i in range(args.repeat_baseline):
-        print(_row(f"baseline #{i + 1}", "the recipe's own code", _score(recipe, base, args.seeds), gate), flush=True)
-    for c in candidates(Source(recipe, base)):
-        files = apply_edits(recipe, base, list(c.edits))
-        print(_row(f"{c.move} {c.variant}".strip(), c.what.replace("|", "/"), _score(recipe, files, args.seeds), gate),
-              flush=True)
-        pair = _pairing(recipe, base, c, _is_speed(recipe))
-        if pair is not None:
-            files = apply_edits(recipe, base, list(c.edits + pair[0].edits))
-            print(_row(f"{c.move} + {pair[0].move} {pair[0].variant}", f"the above{pair[1]}",
-                       _score(recipe, files, args.seeds), gate), flush=True)
+    configs = _configs(recipe, base)
+    if args.only:
+        configs = [c for c in configs if c[0] == "baseline" or any(o in c[0] for o in args.only.split(","))]
+    runs: dict[str, list] = {name: [] for name, _, _ in configs}
+    for r in range(args.repeat):
+        for name, _, files in configs:
+            ev = _score(recipe, files, args.seeds)
+            runs[name].append(ev)
+            print(f"# round {r + 1} {name}: {ev.outcome.value} {ev.train_seconds} {ev.metrics.get(gate)}",
+                  file=sys.stderr, flush=True)
+    base_t = statistics.median(e.train_seconds for e in runs["baseline"] if e.train_seconds is not None)
+    print(f"| move | what changed | outcomes | train_seconds (median of {args.repeat}) | vs baseline | {gate} |")
+    print("|---|---|---|---|---|---|")
+    for name, what, _ in configs:
+        evs = runs[name]
+        outs = ", ".join(f"{o}" + (f" x{n}" if n > 1 else "") for o, n in Counter(
+            e.outcome.value + (" (near miss)" if e.near_miss else "") for e in evs).items())
+        times = [e.train_seconds for e in evs if e.train_seconds is not None]
+        accs = [e.metrics[gate] for e in evs if gate and gate in e.metrics]
+        t = statistics.median(times) if times else None
+        print(f"| {name} | {what.replace('|', '/')} | {outs} | {'—' if t is None else f'{t:.2f}'} | "
+              f"{'—' if t is None else f'{t / base_t - 1:+.0%}'} | "
+              f"{'—' if not accs else f'{statistics.median(accs):.4f}'} |", flush=True)
 
 
 def loop(args) -> None:
@@ -104,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--repeat-baseline", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (moves)")
+    ap.add_argument("--only", default="", help="comma-separated substrings of move names (moves)")
     args = ap.parse_args(argv)
     {"moves": moves, "loop": loop}[args.what](args)
     return 0

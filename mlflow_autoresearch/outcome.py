@@ -6,7 +6,7 @@ import enum
 import math
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What happened to a trial, as DESIGN.md names it."""
 
     OK = "ok"
@@ -28,7 +28,7 @@ class Outcome(str, enum.Enum):
         return self is Outcome.OK
 
 
-class Decision(str, enum.Enum):
+class Decision(enum.StrEnum):
     KEEP = "keep"
     DISCARD = "discard"
     BASELINE = "baseline"

@@ -7,6 +7,7 @@ name the field, like recipe errors do.
 from __future__ import annotations
 
 import os
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
