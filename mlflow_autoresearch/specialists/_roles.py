@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import yaml
@@ -14,7 +14,7 @@ from mlflow_autoresearch.specialists._base import Role
 _PKG = "mlflow_autoresearch.specialists"
 
 
-@lru_cache(maxsize=None)
+@cache
 def builtin_roles() -> dict[str, Role]:
     """Every role shipped in ``specialists/roles/*.yaml``."""
     roles = {}
@@ -46,7 +46,7 @@ def roster(recipe: Recipe) -> list[Role]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def prompt(name: str) -> str:
     """A prompt template from ``specialists/prompts/``."""
     return resources.files(_PKG).joinpath("prompts", name).read_text()
