@@ -255,11 +255,17 @@ class MlflowServer:
 class LossyProxy:
     """An HTTP proxy in front of a server that loses chosen answers.
 
-    For a request that ``drop(method, path, seen)`` selects (``seen``: how many
-    requests with that method and path came before), the proxy forwards it, lets
-    the server do the work, then closes the client's connection without an
-    answer: what a crash between the database commit and the response looks
-    like.  MLflow's client retries such a request.  ``dropped`` lists what it lost.
+    For each request, ``drop(method, path, seen)`` (``seen``: how many requests
+    with that method and path came before) decides; the proxy always forwards
+    the request and lets the server do the work, then:
+
+    - falsy: relays the answer;
+    - ``True`` or ``"lose"``: closes the client's connection without an answer
+      (a crash between the database commit and the response);
+    - ``"truncate"``: sends the status and headers, then closes before the body
+      (a crash while answering: the client reads ``IncompleteRead``).
+
+    ``dropped`` lists what it lost, as ``(method, path)``.
     """
 
     def __init__(self, upstream: str, drop) -> None:
@@ -310,13 +316,17 @@ class LossyProxy:
                     with lock:
                         proxy.dropped.append((self.command, path))
                     self.close_connection = True
-                    return
+                    if lose != "truncate":
+                        return
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if lose == "truncate":
+                    self.wfile.write(data[: len(data) // 2])
+                    return
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward

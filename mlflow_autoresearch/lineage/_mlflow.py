@@ -16,7 +16,8 @@ Faults: every request goes through MLflow's HTTP client, which retries
 connection errors and 408/429/5xx answers with exponential backoff
 (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, default 7, and
 ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, default 2: about four minutes in
-all), so a restarted server costs waiting, not an error.  Every write here is
+all), so a restarted server costs waiting, not an error; :mod:`._retry` adds a few
+retries for what MLflow does not retry (an answer broken off midway).  Every write here is
 idempotent under such a retry (tags, artifacts, a param logged again with the
 same value) except ``create_run``: a retried create can leave a second run.
 Each new run therefore carries a random draft token; after creating it the
@@ -43,6 +44,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import PermissionDenied, StoreError
 from mlflow_autoresearch.lineage._record import TrialDraft, TrialRecord, record_from_parts
+from mlflow_autoresearch.lineage._retry import RetryingClient, is_transient
 from mlflow_autoresearch.lineage._store import FACT_TAGS, LineageStore, refuse_finished, write_snapshot
 from mlflow_autoresearch.lineage._tags import split_long_tags, trial_tags
 
@@ -53,6 +55,10 @@ PAGE = 10_000
 DRAFT = S.PREFIX + "draft"  # random token on a new run: finds the duplicate a retried create_run may leave
 WRITE_CHECK = S.PREFIX + "write_check"  # ledger tag written by check_write_access
 _TRIALS = f"tags.`{S.KIND}` = 'trial'"
+
+
+class _NoArtifact(StoreError):
+    """The run has no artifact at that path (as opposed to: the server did not answer)."""
 
 
 def _error_code(e: MlflowException) -> str:
@@ -82,7 +88,7 @@ class MlflowStore(LineageStore):
         experiment_tags: Mapping[str, str] | None = None,
     ) -> None:
         self.experiment_name = experiment_name
-        self.client = MlflowClient(tracking_uri)
+        self.client = RetryingClient(MlflowClient(tracking_uri))
         self.tracking_uri = self.client.tracking_uri
         self.experiment_id = self._experiment(create, experiment_tags or {})
         self._lock = threading.Lock()
@@ -351,9 +357,7 @@ class MlflowStore(LineageStore):
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = self._download(run_id, path, tmp)
-            except StoreError as e:
-                if isinstance(e, PermissionDenied):
-                    raise
+            except _NoArtifact:
                 return None
             p = Path(local)
             return p.read_text(errors="replace") if p.is_file() else None
@@ -364,7 +368,9 @@ class MlflowStore(LineageStore):
         except (MlflowException, OSError) as e:
             if isinstance(e, RestException) and _denied(e):
                 raise self._translate(e, f"downloading {path}") from None
-            raise StoreError(f"run {run_id} has no artifact {path!r}: {e}") from None
+            if is_transient(e):  # the server did not answer: not the same as "no such file"
+                raise StoreError(f"downloading {path!r} of run {run_id} failed: {e}") from None
+            raise _NoArtifact(f"run {run_id} has no artifact {path!r}: {e}") from None
 
     @staticmethod
     def _to_record(run) -> TrialRecord:
