@@ -38,7 +38,7 @@ LR = 9.0  # learning rate per 1024 examples, decoupled from momentum (see notes)
 MOMENTUM = 0.85  # Nesterov momentum
 WEIGHT_DECAY = 0.012  # per 1024 examples, decoupled from LR
 BIAS_SCALER = 64.0  # LR multiplier for BatchNorm biases (not their weight decay)
-WARMUP_FRAC = 0.1  # share of steps with a linear warmup; then linear decay to zero
+WARMUP_FRAC = 0.1  # share of steps with a linear warmup from 0.2x; then linear decay to zero
 LABEL_SMOOTHING = 0.2  # cross-entropy label smoothing
 WHITEN_BIAS_EPOCHS = 3  # epochs the whitening layer's bias trains before it is frozen
 LOOKAHEAD_EVERY = 5  # steps between lookahead (EMA) syncs
@@ -58,7 +58,7 @@ COMPILE = False  # torch.compile the net (its compile time counts in the score)
 CHANNELS_LAST = True  # memory format on the GPU
 HALF = True  # fp16 weights and activations on the GPU (BatchNorm stays fp32)
 WHITEN_IMAGES = 5000  # training images used to estimate the patch covariance
-BN_MOMENTUM = 0.6  # weight of the newest batch in BatchNorm's running statistics (PyTorch convention)
+BN_MOMENTUM = 0.1  # weight of the newest batch in BatchNorm's running statistics (PyTorch convention)
 
 TINY = dict(EPOCHS=8, BATCH_SIZE=128, LR=20.0, WIDTHS=(16, 32, 32), TRANSLATE=2, CUTOUT=4,
             WHITEN_BIAS_EPOCHS=1, WHITEN_IMAGES=512, TTA_LEVEL=1)  # --tiny: CPU seconds, generated 16x16 data
@@ -257,7 +257,7 @@ def main() -> None:
             if step >= total:
                 break
             idx = order[i * BATCH_SIZE : (i + 1) * BATCH_SIZE]
-            frac = (step + 1) / warmup if step < warmup else (total - step) / (total - warmup + 1)
+            frac = 0.2 + 0.8 * step / warmup if step < warmup else (total - step) / (total - warmup + 1)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * frac
             out = model(batches[idx])
