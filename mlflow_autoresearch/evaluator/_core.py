@@ -246,7 +246,10 @@ def evaluate_code(
 
     n_seeds = seeds or recipe.seeds
     expected = recipe.protected_hashes()
-    trusted = {rel: _sha_or_none(recipe.root / rel) for rel in (*recipe.snapshot_files(), RECIPE_FILE)}
+    # The trusted copy itself: a trial running as your user could change it for every later trial.
+    # (The editable baseline files are left out, so editing them during a loop is harmless.)
+    trusted = {**expected, RECIPE_FILE: _sha_or_none(recipe.root / RECIPE_FILE)}
+    trusted_names = set(recipe.snapshot_files())
     lim = recipe.limits
     seed_metrics: list[dict[str, float]] = []
     histories: dict[str, list[float]] = {}
@@ -268,10 +271,11 @@ def evaluate_code(
             if r.leftover:
                 notes.add(f"{name}: killed {r.leftover} process(es) left running after the command exited")
             tampered = [rel for rel, digest in trusted.items() if _sha_or_none(recipe.root / rel) != digest]
+            tampered += sorted(set(recipe.snapshot_files()) ^ trusted_names)  # files planted or removed
             if tampered:
                 # Only possible when containment is weaker (same-user mode): the trusted copy itself changed.
-                raise _Stop(Outcome.PROTECTED_VIOLATION, f"{name} changed the recipe's own files in {recipe.root}: "
-                            f"{', '.join(tampered[:5])}", r)
+                raise _Stop(Outcome.PROTECTED_VIOLATION, f"the recipe's own files in {recipe.root} changed while "
+                            f"{name} ran: {', '.join(tampered[:5])}", r)
             return r
 
         def remaining() -> float:

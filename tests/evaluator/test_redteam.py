@@ -198,8 +198,8 @@ def test_writing_outside_its_folder(run_trial, tmp_path, marker):
     victim = tmp_path / "victim.txt"
     victim.write_text("the test's own file\n")
     victim.chmod(0o644)
-    recipe = make_recipe(tmp_path / "recipe")
-    targets = [str(recipe.root / "train.py"), str(recipe.root / "planted.py"), str(victim),
+    recipe = make_recipe(tmp_path / "recipe", spec={"protected": ["helper.py"]}, files={"helper.py": "X = 1\n"})
+    targets = [str(recipe.root / "helper.py"), str(recipe.root / "planted.py"), str(victim),
                f"/tmp/{marker}", f"/var/tmp/{marker}", f"/dev/shm/{marker}"]
     ran = run_trial(ok_after(f"""\
         import json
@@ -223,17 +223,17 @@ def test_writing_outside_its_folder(run_trial, tmp_path, marker):
     else:
         for d in ("/tmp", "/var/tmp", "/dev/shm"):
             Path(d, marker).unlink(missing_ok=True)  # not contained: docs/security.md
-    if wrote[str(recipe.root / "train.py")] is True:
+    if wrote[str(recipe.root / "helper.py")] is True:
         # Same user, recipe outside /tmp: it can write what the user can.  The evaluator notices that
         # the recipe's own (trusted) files changed, and refuses the trial.
         assert not USER
-        assert ev.outcome is Outcome.PROTECTED_VIOLATION and "changed the recipe's own files" in ev.reason
+        assert ev.outcome is Outcome.PROTECTED_VIOLATION and "the recipe's own files" in ev.reason
     else:
         assert ev.outcome is Outcome.OK, ev.reason
-        assert "pwned" not in (recipe.root / "train.py").read_text() and not (recipe.root / "planted.py").exists()
+        assert "pwned" not in (recipe.root / "helper.py").read_text() and not (recipe.root / "planted.py").exists()
     if USER:
         assert victim.read_text() == "the test's own file\n"
-        assert wrote[str(recipe.root / "train.py")] in ("FileNotFoundError", "PermissionError")
+        assert wrote[str(recipe.root / "helper.py")] in ("FileNotFoundError", "PermissionError")
 
 
 def test_a_trial_that_changes_the_recipe_folder_is_refused(run_trial, tmp_path, monkeypatch):
@@ -251,8 +251,14 @@ def test_a_trial_that_changes_the_recipe_folder_is_refused(run_trial, tmp_path, 
         """), recipe=recipe)
     if reported(ran)["wrote"]:
         assert ran.evaluation.outcome is Outcome.PROTECTED_VIOLATION
-        assert f"changed the recipe's own files in {recipe.root}: helper.py" in ran.evaluation.reason
+        assert f"the recipe's own files in {recipe.root} changed while seed0 ran: helper.py" \
+            in ran.evaluation.reason
         (recipe.root / "helper.py").write_text("X = 1\n")
+        planted = run_trial(ok_after(f"open({str(recipe.root / 'planted.py')!r}, 'w').write('x = 1')\n"),
+                            recipe=recipe)
+        assert planted.evaluation.outcome is Outcome.PROTECTED_VIOLATION
+        assert planted.evaluation.reason.endswith("changed while seed0 ran: planted.py")
+        (recipe.root / "planted.py").unlink()
     else:
         assert os.geteuid() != 0  # not root: the recipe under /tmp was out of its sight
         assert ran.evaluation.outcome is Outcome.OK
