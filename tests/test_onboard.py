@@ -181,3 +181,28 @@ def test_a_script_reading_the_uncopied_data_folder_is_told_why(tmp_path):
     assert r.exit_code == 2 and "FileNotFoundError" in r.output
     assert "without data/" in r.output and "AUTORESEARCH_DATA_DIR" in r.output
     assert not (folder / "recipe.yaml").exists()
+
+
+@pytest.mark.slow
+def test_init_then_the_loop_runs_trials_on_the_script(tmp_path, monkeypatch):
+    """issue 4: a plain PyTorch script that prints its own log format, onboarded, then looped on."""
+    from mlflow_autoresearch.lineage import MlflowStore
+    from mlflow_autoresearch.loop import run_loop
+    from mlflow_autoresearch.settings import make_settings
+
+    folder = copy("argparse_torch", tmp_path)
+    r = init(folder, "--command", "python train.py --epochs 20 --lr 0.1", "--metric", "val_loss",
+             "--metric-regex", r"val loss ([0-9.]+)", "--goal", "minimize", "--editable", "train.py",
+             "--time-limit", "120", "--no-interactive")
+    assert r.exit_code == 0, r.output
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = MlflowStore("onboarded", uri)
+    result = run_loop(load_recipe(folder), make_settings(trials=3, agent="offline", in_process=True,
+                                                         tracking_uri=uri), store=store, echo=lambda m: None)
+    trials = store.trials()
+    assert result.trials == 3 and len(trials) == 4 and all(t.finished for t in trials)
+    assert trials[0].decision == "baseline" and trials[0].score is not None
+    evaluated = [t for t in trials[1:] if t.outcome is not Outcome.INVALID_PROPOSAL]
+    assert evaluated, [(t.short, t.outcome, t.reason) for t in trials]
+    assert all(t.parent_id for t in trials[1:])

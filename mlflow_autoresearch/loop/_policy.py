@@ -19,7 +19,7 @@ from mlflow_autoresearch.outcome import Outcome
 from mlflow_autoresearch.specialists import Role
 
 REPAIRABLE = {Outcome.GATE_FAILED, Outcome.SIZE_EXCEEDED, Outcome.TIMED_OUT, Outcome.CRASHED}
-REPAIR_SHARE = 0.35
+REPAIR_SHARE = 0.5
 ANCESTOR_SHARE = 0.15
 RECENT = 30
 SATURATION_WINDOW = 3
