@@ -52,11 +52,3 @@ def test_report_command_refuses_unclear_input(toy_lineage, runner, tmp_path):
     assert result.exit_code == 2
     assert "no experiment named 'no-such-study'" in result.output and "report-toy" in result.output
 
-
-def test_the_loop_logs_its_report_with_the_recipe(toy_lineage):
-    from mlflow_autoresearch.report import log_report
-
-    run_id = log_report(toy_lineage.store, toy_lineage.recipe, run_name="report-end-of-loop")
-    run = MlflowClient(toy_lineage.uri).get_run(run_id)
-    assert run.info.run_name == "report-end-of-loop" and run.data.tags[S.KIND] == "summary"
-    assert run.data.metrics["best_loss"] == pytest.approx(0.3)  # minimised, as the recipe says
