@@ -45,6 +45,7 @@ from mlflow_autoresearch.specialists._edits import apply_edits
 from mlflow_autoresearch.specialists.playbook import Candidate, Source, candidates, catalogue
 from mlflow_autoresearch.specialists.playbook._catalogue import numeric_variant
 from mlflow_autoresearch.specialists.playbook._repair import bisect_back, revert_edits
+from mlflow_autoresearch.specialists.playbook._source import show
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ class _Plan:
 
 
 class OfflineSpecialist:
-    """The no-API default backend; see the module docstring.  Thread-safe, deterministic."""
+    """The no-API default backend and the baseline the Claude backend is measured against; not a stand-in
+    for a model (see the module docstring).  ``seed`` varies the order among equally ranked moves; other
+    options (model, max_turns, ...) are accepted and ignored.  Thread-safe, deterministic."""
 
     backend = "offline"
 
@@ -306,8 +309,6 @@ def _paired_cut(recipe: Recipe, parent_files: Mapping[str, bytes], c: Candidate,
 
 
 def _changes(c: Candidate) -> str:
-    from mlflow_autoresearch.specialists.playbook._source import show
-
     return ", ".join(f"{label} {show(o)} -> {show(n)}" for label, o, n in c.changes)
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -297,6 +297,4 @@ def candidates(src: Source) -> list[Candidate]:
 
 
 def _renumber(c: Candidate, i: int) -> Candidate:
-    from dataclasses import replace
-
     return replace(c, order=i)

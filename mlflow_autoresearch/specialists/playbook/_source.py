@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.specialists._base import Edit
@@ -119,10 +120,9 @@ class Source:
         line = self.texts[rel][self._line_starts[rel][lineno - 1] : self._line_starts[rel][lineno]]
         return line[: len(line) - len(line.lstrip())]
 
-    def find(self, concept_names: Iterator[str] | tuple[str, ...] | list[str]) -> list[Setting]:
-        import re
-
-        patterns = [re.compile(p, re.IGNORECASE) for p in concept_names]
+    def find(self, name_patterns: Iterable[str]) -> list[Setting]:
+        """Settings whose name fully matches one of the regexes (case-insensitive)."""
+        patterns = [re.compile(p, re.IGNORECASE) for p in name_patterns]
         return [s for s in self.settings if any(p.fullmatch(s.name) for p in patterns)]
 
     def setting_named(self, rel: str, name: str) -> Setting | None:
@@ -262,8 +262,6 @@ def _settings(src: Source, rel: str) -> Iterator[Setting]:
 
 
 def _with_comment(src: Source, s: Setting) -> Setting:
-    from dataclasses import replace
-
     text = src.texts[s.file]
     end = s.literals[-1].end
     eol = text.find("\n", end)
