@@ -90,3 +90,36 @@ def test_server_restarted_mid_loop_loses_nothing(live_mlflow_server, tmp_path):
     assert len([t for t in trials if t.specialist != "baseline"]) == 4, [(t.short, t.status) for t in trials]
     assert [t.number for t in trials] == list(range(5)) and all(t.finished for t in trials)
     _evaluated_once(store, trials)
+
+
+@pytest.mark.slow
+def test_reader_is_refused_before_any_trial_and_writer_runs(auth_mlflow_server, toy_recipe, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from mlflow_autoresearch.cli import cli
+    from tests.servers import ADMIN, READER, WRITER
+
+    name = unique_name("auth")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+    admin_store = MlflowStore(name, auth_mlflow_server.url)  # the team's experiment exists
+    exp_id = admin_store.experiment_id
+    # the writer may edit this experiment; the reader keeps the default READ permission
+    auth_mlflow_server.admin_post("/api/3.0/mlflow/users/permissions/grant",
+                                  {"username": WRITER[0], "resource_type": "experiment", "resource_id": exp_id,
+                                   "permission": "EDIT"})
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", READER[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", READER[1])
+    args = ["run", "--recipe", str(toy_recipe), "--trials", "1", "--agent", "tests.loop.scripted:ScriptedSpecialist",
+            "--tracking-uri", auth_mlflow_server.url, "--experiment", name, "--in-process"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2, r.output
+    assert "refused" in r.output and "MLFLOW_TRACKING_USERNAME" in r.output
+    assert admin_store.trials() == [], "nothing was started"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", WRITER[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", WRITER[1])
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert len(admin_store.trials()) == 2
