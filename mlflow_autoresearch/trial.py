@@ -25,6 +25,7 @@ from mlflow_autoresearch.recipe import Recipe, load_recipe
 logger = logging.getLogger(__name__)
 
 BASELINE = "baseline"
+NOTE_DIFF_LINES = 40
 
 
 def recipe_files(recipe: Recipe) -> dict[str, bytes]:
@@ -124,13 +125,19 @@ def note_markdown(trial: TrialRecord, evaluation: Evaluation, feedback: str, pat
     files = sorted({ln[6:] for ln in patch.splitlines() if ln.startswith("+++ b/")})
     md = [f"### {trial.name}", f"**Specialist:** {trial.specialist}  ", f"**Hypothesis:** {trial.hypothesis}  "]
     if parent is not None:
-        md.append(f"**Parent:** {parent.name} (score {parent.score if parent.score is not None else '—'})  ")
+        md.append(f"**Parent:** {parent.name} (score {'—' if parent.score is None else format(parent.score, '.5g')})  ")
     md.append(f"**Outcome:** `{evaluation.outcome.value}`  ")
     if evaluation.score is not None:
         md.append(f"**Score:** {evaluation.score:.5g}  ")
     if files:
         md.append(f"**Diff:** {', '.join(files)} (+{added} −{removed})  ")
     md += ["", "```", feedback, "```"]
+    if patch:
+        # The UI previews no .diff files: the start of the patch is shown here, the rest is in patch.diff.
+        lines = patch.splitlines()
+        excerpt = "\n".join(lines[:NOTE_DIFF_LINES]) + (f"\n… {len(lines) - NOTE_DIFF_LINES} more lines in patch.diff"
+                                                          if len(lines) > NOTE_DIFF_LINES else "")
+        md += ["", "```diff", excerpt, "```"]
     return S.clip("\n".join(md))
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow_autoresearch._pysource import check_compiles
 from mlflow_autoresearch.evaluator._metrics import (
     error_summary,
     last_values,
@@ -130,7 +131,7 @@ def check_code(recipe: Recipe, code_dir: Path) -> tuple[Outcome, str] | None:
             return Outcome.INVALID_PROPOSAL, f"editable file {rel} is missing"
         if rel.endswith(".py"):
             try:
-                compile(path.read_bytes(), rel, "exec")
+                check_compiles(path.read_bytes(), rel)
             except SyntaxError as e:
                 return Outcome.INVALID_PROPOSAL, f"SyntaxError in {rel} line {e.lineno}: {e.msg}"
             except ValueError as e:

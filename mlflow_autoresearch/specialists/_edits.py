@@ -8,11 +8,11 @@ model can read and act on in the same session.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 
 from mlflow_autoresearch._errors import ProposalError
+from mlflow_autoresearch._pysource import parse
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.specialists._base import Edit
 
@@ -84,7 +84,7 @@ class EditSession:
         for rel in self.recipe.editable:
             if rel.endswith(".py") and rel in self._files:
                 try:
-                    ast.parse(self._files[rel], rel)
+                    parse(self._files[rel], rel)
                 except SyntaxError as e:
                     errors.append(f"{rel} line {e.lineno}: {e.msg}")
         return errors

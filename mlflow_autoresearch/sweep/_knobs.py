@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlflow_autoresearch._errors import UsageError
+from mlflow_autoresearch._pysource import parse
 from mlflow_autoresearch.recipe import Knob, Recipe
 
 
@@ -53,7 +54,7 @@ def find_sites(source: bytes, file: str) -> dict[str, list[Site]]:
         UsageError: the file does not parse.
     """
     try:
-        tree = ast.parse(source, filename=file)
+        tree = parse(source, file)
     except SyntaxError as e:
         raise UsageError(f"{file} does not parse (line {e.lineno}: {e.msg}); knobs cannot be checked") from None
     text = source.decode("utf-8", errors="replace")

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
+from mlflow_autoresearch._pysource import parse
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.specialists._base import Edit
 
@@ -83,7 +84,7 @@ class Source:
                 continue
             text = files[rel].decode(errors="replace")
             try:
-                tree = ast.parse(text, rel)
+                tree = parse(text, rel)
             except SyntaxError:
                 continue  # a parent that does not parse offers no moves; repairs revert it instead
             self.texts[rel], self.trees[rel] = text, tree
