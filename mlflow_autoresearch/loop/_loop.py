@@ -107,6 +107,7 @@ class Loop:
         self._lock = threading.Lock()
         self._dollars = 0.0
         self._code_cache: dict[str, dict[str, bytes]] = {}
+        self._latest: Lineage | None = None  # the last snapshot loaded (progress lines reuse it)
         self._outcomes: Counter = Counter()
         self._busy = 0.0
         self._paused_until = 0.0
@@ -136,7 +137,8 @@ class Loop:
 
     # ----- pieces -----------------------------------------------------------
     def lineage(self) -> Lineage:
-        return Lineage.load(self.store, self.recipe.metric.goal)
+        self._latest = Lineage.load(self.store, self.recipe.metric.goal)
+        return self._latest
 
     def _code(self, run_id: str) -> dict[str, bytes]:
         with self._lock:
@@ -274,7 +276,11 @@ class Loop:
     # ----- progress ---------------------------------------------------------
     def _report_trial(self, t: TrialRecord, lineage: Lineage | None = None, busy: int = 0, created: int = 0) -> None:
         self._outcomes[t.outcome.value if t.outcome else "?"] += 1
-        best = (lineage or self.lineage()).best
+        # The latest snapshot, not a new sync: this runs on the thread that hands free slots their next trial.
+        lineage = lineage or self._latest or self.lineage()
+        best = lineage.best
+        if t.kept and (best is None or lineage.direction.better(t.score, best.score)):
+            best = t
         score = "—" if t.score is None else f"{t.score:.4g}"
         mix = " ".join(f"{k}:{v}" for k, v in sorted(self._outcomes.items()))
         best_s = f"{best.score:.4g} ({best.short})" if best and best.score is not None else "—"
@@ -334,15 +340,17 @@ class Loop:
             while True:
                 stop_reason = self._budget_reason(created + len(proposing) + len(sweeping), start)
                 paused = time.monotonic() < self._paused_until
-                while (stop_reason is None and not paused and len(proposing) + len(ready) < ahead):
-                    lineage = self.lineage()
-                    choice = self.policy.choose(lineage)
-                    proposing[proposers.submit(self._propose, choice, lineage)] = choice
-                    stop_reason = self._budget_reason(created + len(proposing) + len(sweeping), start)
+                # Free slots first: a slot must not wait while new proposals are chosen.
                 while ready and free and not self._stop:
                     gpu = free.pop(0)
                     trial = ready.popleft()
                     evaluating[slots.submit(self._evaluate, trial, gpu)] = (gpu, trial)
+                lineage = None  # one sync serves every proposal chosen in this round
+                while (stop_reason is None and not paused and len(proposing) + len(ready) < ahead):
+                    lineage = lineage or self.lineage()
+                    choice = self.policy.choose(lineage)
+                    proposing[proposers.submit(self._propose, choice, lineage)] = choice
+                    stop_reason = self._budget_reason(created + len(proposing) + len(sweeping), start)
                 if waiting and time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     for run_id in list(waiting):

@@ -66,12 +66,14 @@ def test_kept_trial_with_knobs_gets_a_sweep(toy_recipe, mlflow_store, tmp_path):
     spec["knobs"] = [{"name": "SCORE", "low": 0.01, "high": 1.0, "log": True}]
     (toy_recipe / "recipe.yaml").write_text(yaml.safe_dump(spec))
     recipe = load_recipe(toy_recipe)
-    settings = make_settings(trials=4, in_process=True, proposals_ahead=0, sweep_points=3,
+    # 5 trials: the first keep (t0003) comes when t0004 is already proposed (one proposal in flight while a
+    # trial trains), so a budget of 4 would be fully committed before a sweep could start.
+    settings = make_settings(trials=5, in_process=True, proposals_ahead=0, sweep_points=3,
                              sweep_storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=mlflow_store.tracking_uri)
     lines: list[str] = []
     result = run_loop(recipe, settings, store=mlflow_store, specialist=ScriptedSpecialist(), echo=lines.append)
     trials = mlflow_store.trials()
-    assert result.trials == 4 and len(trials) == 5, "the sweep trial counts toward the budget"
+    assert result.trials == 5 and len(trials) == 6, "the sweep trial counts toward the budget"
     assert any(ln.startswith("sweep: 3 Optuna points") for ln in lines)
     sweep_trial = next(t for t in trials if t.specialist == "sweep")
     assert sweep_trial.finished and sweep_trial.decision in ("keep", "discard")
