@@ -47,6 +47,18 @@ SAFE_ENV = (
     "AUTORESEARCH_DATA_DIR",  # where recipes cache their datasets (a path, never a secret)
 )
 SANDBOX_USER_ENV = "AUTORESEARCH_SANDBOX_USER"
+# The recipes' dataset cache: $AUTORESEARCH_DATA_DIR, else this.  Trials see it read-only, even
+# when it lies under /tmp or /var/tmp, which are otherwise private to each trial.
+DEFAULT_DATA_DIR = "/var/tmp/autoresearch-data"
+
+
+def data_dirs() -> list[str]:
+    """Existing dataset cache folders to show trials (read-only), as real paths."""
+    found = []
+    for p in (os.environ.get("AUTORESEARCH_DATA_DIR"), DEFAULT_DATA_DIR):
+        if p and os.path.isdir(p) and os.path.realpath(p) not in found:
+            found.append(os.path.realpath(p))
+    return found
 
 
 @dataclass(frozen=True)
@@ -308,6 +320,7 @@ class Workspace:
             "stderr_path": str(self.logs / f"{name}.stderr.txt"),
             "pid_path": str(self.logs / f"{name}.pid"),
             "bind": os.path.realpath(self.root),
+            "binds_ro": data_dirs(),
             "limits": {
                 "memory_bytes": limits.memory_bytes,
                 "processes": limits.processes,

@@ -20,8 +20,8 @@ Containment, in order of strength:
   says ``network: false`` and the kernel allows it.
 * As root, a private mount and IPC namespace: fresh size-limited ``/tmp``,
   ``/var/tmp``, ``/dev/shm`` and ``/run/lock`` (only the evaluation's own
-  workspace is bound back in), and a ``/proc`` that hides other users'
-  processes.  Not root, the same inside a user namespace, without the /proc.  Writes
+  workspace, and read-only the dataset caches, are bound back in), and a
+  ``/proc`` that hides other users' processes.  Not root, the same inside a user namespace, without the /proc.  Writes
   outside the working folder are then bounded, and other trials' folders and
   the evaluator's command line are out of sight.
 * ``PR_SET_PDEATHSIG``: the trial's first process dies with the supervisor.
@@ -44,7 +44,8 @@ PR_SET_PDEATHSIG = 1
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2
 CLONE_NEWIPC = 0x08000000
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # the world-writable places of a usual system
@@ -202,14 +203,27 @@ def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int
     return libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) == 0
 
 
+def _readonly_flags(path: str) -> int:
+    """Remount flags for a read-only bind of ``path`` that keep the flags its mount has (a user
+    namespace may not clear them)."""
+    f = os.statvfs(path).f_flag
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+    for st_flag, ms_flag in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                             (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21)):
+        if f & st_flag:
+            flags |= ms_flag
+    return flags
+
+
 def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
     """In a fresh mount namespace: private, size-limited tmp folders and (as root) a /proc hiding other users.
 
     Runs in the child before it execs (as root, before the uid drop; else inside
-    its own user namespace).  Only the workspace (``spec['bind']``) is bound
-    back into the private /tmp.  Returns notes on what could not be done; never
-    leaks a mount to the host: if making the namespace private fails, nothing
-    is mounted.
+    its own user namespace).  Bound back into the private folders, at the same
+    paths: the workspace (``spec['bind']``, writable) and the dataset caches
+    (``spec['binds_ro']``, read-only).  Returns notes on what could not be done;
+    never leaks a mount to the host: if making the namespace private fails,
+    nothing is mounted.
     """
     # A new IPC namespace too: System V shared memory a trial leaves behind dies with it.
     if libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0 and libc.unshare(CLONE_NEWNS) != 0:
@@ -217,8 +231,13 @@ def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
     if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None):
         return ["tmp-not-private"]
     notes = []
-    keep = spec.get("bind")
-    keep_fd = os.open(keep, os.O_RDONLY | os.O_DIRECTORY) if keep else None
+    keeps = [(p, False) for p in [spec.get("bind")] if p] + [(p, True) for p in spec.get("binds_ro", ())]
+    fds = {}
+    for path, readonly in keeps:
+        try:
+            fds[path] = (os.open(path, os.O_RDONLY | os.O_DIRECTORY), readonly, _readonly_flags(path))
+        except OSError:
+            notes.append(f"not-bound:{path}")
     lim = spec["limits"]
     for d in PRIVATE_TMP:
         if not os.path.isdir(d) or os.path.islink(d):
@@ -228,13 +247,20 @@ def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
         if not _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode=1777"):
             notes.append(f"{d}-not-private")
             continue
-        if keep and keep_fd is not None and (keep + "/").startswith(d.rstrip("/") + "/"):
-            os.makedirs(keep, mode=0o711, exist_ok=True)
-            if not _mount(libc, f"/proc/self/fd/{keep_fd}", keep, None, MS_BIND | MS_REC, None):
-                libc.umount2(d.encode(), MNT_DETACH)  # the workspace must stay reachable
-                notes.append(f"{d}-not-private")
-    if keep_fd is not None:
-        os.close(keep_fd)
+        for path, (fd, readonly, ro_flags) in fds.items():
+            if not (path + "/").startswith(d.rstrip("/") + "/"):
+                continue
+            os.makedirs(path, mode=0o711, exist_ok=True)
+            if not _mount(libc, f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None):
+                if not readonly:
+                    libc.umount2(d.encode(), MNT_DETACH)  # the workspace must stay reachable
+                    notes.append(f"{d}-not-private")
+                    break
+                notes.append(f"not-bound:{path}")
+            elif readonly and not _mount(libc, None, path, None, ro_flags, None):
+                notes.append(f"writable:{path}")
+    for fd, _, _ in fds.values():
+        os.close(fd)
     if hide_proc and not _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"):
         notes.append("proc-not-hidden")
     os.chdir(spec["cwd"])  # through the bind mount, so relative and absolute paths agree

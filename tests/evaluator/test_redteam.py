@@ -264,6 +264,38 @@ def test_a_trial_that_changes_the_recipe_folder_is_refused(run_trial, tmp_path, 
         assert ran.evaluation.outcome is Outcome.OK
 
 
+def test_the_dataset_cache_is_readable_but_cannot_be_poisoned(run_trial, tmp_path, monkeypatch):
+    """$AUTORESEARCH_DATA_DIR stays visible inside the private tmp folders, read-only."""
+    data = tmp_path / "datasets"
+    (data / "digits").mkdir(parents=True)
+    (data / "digits" / "test.csv").write_text("label,pixel\n7,0\n")
+    for p in (data, data / "digits"):
+        p.chmod(0o777)  # so that only the read-only mount stands between the trial and the test split
+    (data / "digits" / "test.csv").chmod(0o666)
+    monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(data))
+    ran = run_trial(ok_after("""\
+        import json, os
+        from pathlib import Path
+        test = Path(os.environ['AUTORESEARCH_DATA_DIR'], 'digits', 'test.csv')
+        out = {'read': test.read_text()}
+        for name, action in [('overwrite', lambda: test.write_text('label,pixel\\n')),
+                             ('plant', lambda: (test.parent / 'extra.csv').write_text('x'))]:
+            try:
+                action()
+                out[name] = 'done'
+            except OSError as e:
+                out[name] = e.strerror
+        print(json.dumps(out))
+        """))
+    out = reported(ran)
+    assert ran.evaluation.outcome is Outcome.OK
+    assert out["read"] == "label,pixel\n7,0\n"
+    if private_tmp(ran.evaluation):
+        assert out["overwrite"] == out["plant"] == "Read-only file system"
+        assert (data / "digits" / "test.csv").read_text() == "label,pixel\n7,0\n"
+        assert not (data / "digits" / "extra.csv").exists()
+
+
 def test_filling_its_folder_with_many_files_hits_the_disk_limit(run_trial):
     ran = run_trial(ok_after("""\
         block = b'd' * (1 << 20)
