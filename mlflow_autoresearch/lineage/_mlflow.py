@@ -54,6 +54,7 @@ SLACK_MS = 120_000  # re-read runs that ended this much before the newest seen: 
 PAGE = 10_000
 DRAFT = S.PREFIX + "draft"  # random token on a new run: finds the duplicate a retried create_run may leave
 WRITE_CHECK = S.PREFIX + "write_check"  # ledger tag written by check_write_access
+RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run
 _TRIALS = f"tags.`{S.KIND}` = 'trial'"
 
 
@@ -197,20 +198,22 @@ class MlflowStore(LineageStore):
                                          tags={S.WORKER: draft.worker, DRAFT: token})
             run_id = run.info.run_id
             self._drop_duplicates(token, run_id, run.info.start_time)
-            number = self._claim_number(run_id)
-            name = S.run_name(number, draft.specialist, draft.hypothesis)
-            self.client.update_run(run_id, name=name)
             with tempfile.TemporaryDirectory() as tmp:
                 write_snapshot(draft.files, Path(tmp))
                 self.client.log_artifacts(run_id, tmp, S.CODE_DIR)
             self.client.log_text(run_id, draft.patch, S.PATCH)
             for path, text in draft.artifacts.items():
                 self.client.log_text(run_id, text, path)
-            tags = trial_tags(draft, number)
-            kind = tags.pop(S.KIND)
+            tags = trial_tags(draft, -1)
+            kind, _ = tags.pop(S.KIND), tags.pop(S.TRIAL)
             self._log_batch(run_id, tags, dict(draft.metrics))
-            # kind=trial last: until then the run is invisible to the lineage.
-            self.client.set_tag(run_id, S.KIND, kind)
+            # The number is claimed last, and one request then names the run, numbers it and makes
+            # it visible (kind=trial): a loop killed in between leaves a gap in the numbers (a
+            # claimed number is never reused), never a half-made trial.
+            number = self._claim_number(run_id)
+            name = S.run_name(number, draft.specialist, draft.hypothesis)
+            self.client.log_batch(run_id, tags=[RunTag(RUN_NAME_TAG, name), RunTag(S.TRIAL, str(number)),
+                                                RunTag(S.KIND, kind)])
             return self.get(run_id)
         except MlflowException as e:
             raise self._translate(e, "creating a trial run") from None
