@@ -101,6 +101,9 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @click.option("--in-process", is_flag=True, default=None, help="Evaluate in this process (no mlflow run).")
 @click.option("--backend", default=None, help="MLflow project backend for evaluations [default: local].")
 @click.option("--backend-config", default=None, help="Backend config file (e.g. for kubernetes).")
+@click.option("--project", default=None,
+              help="MLflow project whose `evaluate` entry point runs trials [default: a generated local one; "
+                   "for --backend kubernetes e.g. docs/cluster].")
 @click.option("--steering-file", default=None, help="A note every specialist reads at its next proposal.")
 @click.option("--sweep-points", type=int, default=None, help="Optuna points after each kept trial with knobs.")
 @click.option("--sweep-storage", default=None, help="Optuna storage URL [default: optuna.db beside mlflow.db].")

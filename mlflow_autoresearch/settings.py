@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     seed: int = 0
     backend: str = Field(default="local", description="MLflow project backend for evaluations")
     backend_config: str | None = None
+    project: str | None = Field(default=None, description="MLflow project with the `evaluate` entry point "
+                                "[default: a generated local one]; for kubernetes e.g. docs/cluster")
     in_process: bool = Field(default=False, description="evaluate in this process instead of mlflow.projects.run")
     model: str = "claude-sonnet-5-5"
     max_turns: int = Field(default=24, ge=1, le=200)

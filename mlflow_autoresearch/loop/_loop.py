@@ -94,6 +94,9 @@ class Loop:
             self.store.check_write_access()  # a reader is refused before any trial starts
         self.agent = resolve_agent(settings.agent) if specialist is None else getattr(specialist, "backend", "custom")
         self.specialist = specialist or make_specialist(settings.agent, **_backend_options(settings, self.agent))
+        if settings.backend != "local" and not settings.project and not settings.in_process:
+            raise UsageError(f"--backend {settings.backend} needs --project: an MLflow project whose `evaluate` entry "
+                             "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.roles = roster(recipe)
         self.policy = Policy(self.roles, settings.seed)
         self.slots = detect_slots(settings.slots)
@@ -102,7 +105,7 @@ class Loop:
         self.evaluations = Evaluations(
             self.store, recipe, tracking_uri=self.uri, experiment_id=getattr(self.store, "experiment_id", None),
             in_process=settings.in_process or not isinstance(self.store, MlflowStore), backend=settings.backend,
-            backend_config=settings.backend_config, leases=self.leases)
+            backend_config=settings.backend_config, leases=self.leases, project_uri=settings.project)
         self._stop: str | None = None
         self._lock = threading.Lock()
         self._dollars = 0.0

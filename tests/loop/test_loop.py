@@ -80,3 +80,14 @@ def test_kept_trial_with_knobs_gets_a_sweep(toy_recipe, mlflow_store, tmp_path):
     points = mlflow_store.client.search_runs([mlflow_store.experiment_id],
                                              f"tags.`mlflow.parentRunId` = '{sweep_trial.parent_id}'")
     assert len(points) >= 2 and all(p.data.tags.get(S.KIND) == "sweep_point" for p in points)
+
+
+def test_a_cluster_backend_without_a_project_is_refused(toy_recipe, mlflow_store):
+    import pytest
+
+    from mlflow_autoresearch._errors import UsageError
+
+    settings = make_settings(trials=1, backend="kubernetes", tracking_uri=mlflow_store.tracking_uri)
+    with pytest.raises(UsageError, match="--project"):
+        run_loop(load_recipe(toy_recipe), settings, store=mlflow_store, specialist=ScriptedSpecialist())
+    assert mlflow_store.trials() == []

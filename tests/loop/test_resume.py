@@ -73,7 +73,8 @@ def test_sigkill_mid_trial_then_resume(tmp_path, mode):
     mine = [t for t in trials if t.specialist != "baseline"]
     assert len(mine) == 4, [(t.short, t.status, t.outcome) for t in trials]
     assert all(t.finished and t.status != "RUNNING" for t in trials)
-    assert [t.number for t in trials] == list(range(5))
+    # unique numbers; a kill inside create_trial's one-request window may leave a gap, never a reuse
+    assert len({t.number for t in trials}) == len(trials) == 5
     evaluated = [t for t in trials if t.outcome is not Outcome.INVALID_PROPOSAL]
     assert len({t.code_sha256 for t in evaluated}) == len(evaluated)
     assert "resume:" in again.stderr
