@@ -87,6 +87,9 @@ class Loop:
     def __init__(self, recipe: Recipe, settings: Settings, *, store: LineageStore | None = None,
                  specialist=None, echo: Echo | None = None) -> None:
         self.recipe, self.settings = recipe, settings
+        if settings.backend != "local" and not settings.project and not settings.in_process:
+            raise UsageError(f"--backend {settings.backend} needs --project: an MLflow project whose `evaluate` entry "
+                             "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.echo = echo or (lambda m: logger.info("%s", m))
         self.uri = tracking_uri(settings.tracking_uri)
         self.store = store or MlflowStore(settings.experiment or recipe.name, self.uri)
@@ -94,9 +97,6 @@ class Loop:
             self.store.check_write_access()  # a reader is refused before any trial starts
         self.agent = resolve_agent(settings.agent) if specialist is None else getattr(specialist, "backend", "custom")
         self.specialist = specialist or make_specialist(settings.agent, **_backend_options(settings, self.agent))
-        if settings.backend != "local" and not settings.project and not settings.in_process:
-            raise UsageError(f"--backend {settings.backend} needs --project: an MLflow project whose `evaluate` entry "
-                             "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.roles = roster(recipe)
         self.policy = Policy(self.roles, settings.seed)
         self.slots = detect_slots(settings.slots)
