@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_messages_server import FakeMessagesServer, Reply, Request, error, reply, text, tool_use
+from tests.specialists.fake_messages_server import FakeMessagesServer, Reply, Request, error, reply, text, tool_use
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import HarnessError, ModelUnavailable, UsageError
