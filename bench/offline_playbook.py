@@ -5,8 +5,8 @@
 
 ``moves``: every candidate the catalogue finds on the recipe's own code (and
 the pairing the specialist would add to it), applied and scored with
-``evaluate_code``, each ``--repeat`` times round-robin; prints a markdown
-table of medians (progress on stderr).
+``evaluate_code`` between two runs of the baseline, ``--repeat`` rounds;
+prints a markdown table of medians (progress on stderr).
 ``loop``: a plain loop on an in-memory lineage (parent: the best, or the
 newest unrepaired failure; roles in rotation) to show keeps, failures and
 repairs.  The real loop lives in ``mlflow_autoresearch.loop``.
@@ -51,22 +51,37 @@ def _configs(recipe, base):
 
 
 def moves(args) -> None:
-    """Each configuration ``--repeat`` times, round-robin (so load drift hits all alike); medians."""
+    """Each configuration between two baseline runs (B C1 B C2 B ...), ``--repeat`` rounds.
+
+    The change is read against the mean of the baseline runs just before and after it, which
+    cancels most of the drift of a shared machine's load; the table shows medians over rounds.
+    """
     recipe = load_recipe(args.recipe, args.profile)
     base = recipe_files(recipe)
     gate = recipe.gates[0].metric if recipe.gates else None
-    configs = _configs(recipe, base)
+    configs = _configs(recipe, base)[1:]
     if args.only:
-        configs = [c for c in configs if c[0] == "baseline" or any(o in c[0] for o in args.only.split(","))]
+        configs = [c for c in configs if any(o in c[0] for o in args.only.split(","))]
     runs: dict[str, list] = {name: [] for name, _, _ in configs}
+    ratios: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+    base_times: list[float] = []
     for r in range(args.repeat):
+        before = _score(recipe, base, args.seeds).train_seconds
+        base_times.append(before)
         for name, _, files in configs:
             ev = _score(recipe, files, args.seeds)
+            after = _score(recipe, base, args.seeds).train_seconds
+            base_times.append(after)
             runs[name].append(ev)
-            print(f"# round {r + 1} {name}: {ev.outcome.value} {ev.train_seconds} {ev.metrics.get(gate)}",
-                  file=sys.stderr, flush=True)
-    base_t = statistics.median(e.train_seconds for e in runs["baseline"] if e.train_seconds is not None)
-    print(f"| move | what changed | outcomes | train_seconds (median of {args.repeat}) | vs baseline | {gate} |")
+            if ev.train_seconds is not None and before and after:
+                ratios[name].append(ev.train_seconds / ((before + after) / 2))
+            print(f"# round {r + 1} {name}: {ev.outcome.value} {ev.train_seconds} {ev.metrics.get(gate)} "
+                  f"(baselines {before:.2f}, {after:.2f})", file=sys.stderr, flush=True)
+            before = after
+    print(f"baseline: median {statistics.median(base_times):.2f} s over {len(base_times)} runs "
+          f"(min {min(base_times):.2f}, max {max(base_times):.2f})\n")
+    print(f"| move | what changed | outcomes | train_seconds (median of {args.repeat}) | vs neighbouring baselines | "
+          f"{gate} |")
     print("|---|---|---|---|---|---|")
     for name, what, _ in configs:
         evs = runs[name]
@@ -74,10 +89,10 @@ def moves(args) -> None:
             e.outcome.value + (" (near miss)" if e.near_miss else "") for e in evs).items())
         times = [e.train_seconds for e in evs if e.train_seconds is not None]
         accs = [e.metrics[gate] for e in evs if gate and gate in e.metrics]
-        t = statistics.median(times) if times else None
-        print(f"| {name} | {what.replace('|', '/')} | {outs} | {'—' if t is None else f'{t:.2f}'} | "
-              f"{'—' if t is None else f'{t / base_t - 1:+.0%}'} | "
-              f"{'—' if not accs else f'{statistics.median(accs):.4f}'} |", flush=True)
+        t = f"{statistics.median(times):.2f}" if times else "—"
+        rel = f"{statistics.median(ratios[name]) - 1:+.0%}" if ratios[name] else "—"
+        acc = f"{statistics.median(accs):.4f}" if accs else "—"
+        print(f"| {name} | {what.replace('|', '/')} | {outs} | {t} | {rel} | {acc} |", flush=True)
 
 
 def loop(args) -> None:

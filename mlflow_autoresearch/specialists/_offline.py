@@ -325,7 +325,8 @@ def _move_meta(move: str | None) -> tuple[str | None, frozenset[str]]:
 
 
 def _move_stats(lineage: Lineage, parent: TrialRecord) -> dict[str, float]:
-    """Per move: +3 per try on this parent, +1 per failure or discard, -1 per keep (at most -2)."""
+    """Per move: +3 per try on this parent; +1 per discard, +2 when it failed or did worse than its own
+    parent; -1 per keep (at most -2)."""
     score: Counter = Counter()
     keeps: Counter = Counter()
     for t in lineage.trials:
@@ -334,11 +335,13 @@ def _move_stats(lineage: Lineage, parent: TrialRecord) -> dict[str, float]:
             continue
         if t.parent_id == parent.run_id:
             score[move] += 3
-        if t.finished:
-            if t.decision == "keep":
-                keeps[move] += 1
-            else:
-                score[move] += 1
+        if not t.finished:
+            continue
+        if t.decision == "keep":
+            keeps[move] += 1
+            continue
+        gain = lineage.direction.gain(t.score, lineage.parent_score(t))
+        score[move] += 2 if (t.outcome is not Outcome.OK or (gain is not None and gain < 0)) else 1
     return {m: score[m] - min(keeps[m], 2) for m in set(score) | set(keeps)}
 
 

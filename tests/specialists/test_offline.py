@@ -109,6 +109,16 @@ def test_digits_catalogue_has_program_rewrites_for_every_role():
     assert len(structural) >= 9  # not only constants
 
 
+def test_cpu_code_never_gets_gpu_only_moves_even_after_autocast():
+    recipe = load_recipe(DIGITS)
+    files = recipe_files(recipe)
+    auto = next(c for c in candidates(Source(recipe, files)) if c.move == "bf16-autocast")
+    after = apply_edits(recipe, files, list(auto.edits))
+    assert "with torch.autocast(device_type=next(model.parameters()).device.type" in after["train.py"].decode()
+    moves = {c.move for c in candidates(Source(recipe, after))}
+    assert not moves & {"tf32-matmul", "compile-model", "enable-compile", "channels-last", "bf16-autocast"}
+
+
 def test_sgd_to_adamw_rewrites_the_call_and_fixes_the_learning_rate():
     recipe = load_recipe(DIGITS)
     files = recipe_files(recipe)

@@ -158,7 +158,7 @@ def bf16_autocast(src: Source) -> Iterator[Candidate]:
             if found is None:
                 continue
             body, i, j, _ = found
-            header = 'with torch.autocast(device_type="cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16):'
+            header = f"with torch.autocast(device_type=next({model}.parameters()).device.type, dtype=torch.bfloat16):"
             start, end, new = wrap_lines(src, rel, body[i], body[j], header)
             lines = f"lines {body[i].lineno}-{body[j].end_lineno}" if body[j].end_lineno != body[i].lineno \
                 else f"line {body[i].lineno}"
