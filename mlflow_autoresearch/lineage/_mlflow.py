@@ -62,6 +62,23 @@ class _NoArtifact(StoreError):
     """The run has no artifact at that path (as opposed to: the server did not answer)."""
 
 
+# A local SQLite store is one SQLAlchemy pool per process (5 connections + 10 overflow), and one MLflow
+# call may hold two connections (create_run reads the experiment in a nested session): 15 or more
+# threads creating runs at once wait on each other until the pool times out (30 s).  The loop has
+# slots + proposals_ahead threads writing, so calls to one SQLite file are bounded here; SQLite
+# serializes writers anyway.
+SQLITE_CALLS_AT_ONCE = 6
+_GATES: dict[str, threading.BoundedSemaphore] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _sqlite_gate(uri: str) -> threading.BoundedSemaphore | None:
+    if not uri.startswith("sqlite:"):
+        return None
+    with _GATES_LOCK:
+        return _GATES.setdefault(uri, threading.BoundedSemaphore(SQLITE_CALLS_AT_ONCE))
+
+
 def _error_code(e: MlflowException) -> str:
     return getattr(e, "error_code", "") or ""
 
@@ -89,7 +106,8 @@ class MlflowStore(LineageStore):
         experiment_tags: Mapping[str, str] | None = None,
     ) -> None:
         self.experiment_name = experiment_name
-        self.client = RetryingClient(MlflowClient(tracking_uri))
+        client = MlflowClient(tracking_uri)
+        self.client = RetryingClient(client, gate=_sqlite_gate(client.tracking_uri))
         self.tracking_uri = self.client.tracking_uri
         self.experiment_id = self._experiment(create, experiment_tags or {})
         self._lock = threading.Lock()

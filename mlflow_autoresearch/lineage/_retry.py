@@ -15,8 +15,10 @@ idempotent or deduplicated (see ``_mlflow.py``).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,10 +65,12 @@ class RetryingClient:
     Thread-safe as the wrapped client is.
     """
 
-    def __init__(self, client: Any, attempts: int = 5, first_sleep: float = 0.5) -> None:
+    def __init__(self, client: Any, attempts: int = 5, first_sleep: float = 0.5,
+                 gate: threading.Semaphore | None = None) -> None:
         self._client = client
         self._attempts = attempts
         self._first_sleep = first_sleep
+        self._gate = gate  # bounds the calls in flight at once (see MlflowStore: local SQLite)
 
     @property
     def wrapped(self) -> Any:
@@ -83,7 +87,8 @@ class RetryingClient:
             delay = self._first_sleep
             for attempt in range(1, self._attempts + 1):
                 try:
-                    return fn(*args, **kwargs)
+                    with self._gate or contextlib.nullcontext():
+                        return fn(*args, **kwargs)
                 except Exception as e:
                     if attempt == self._attempts or not is_transient(e):
                         raise
