@@ -43,7 +43,7 @@ def _configs(recipe, base):
     out = [("baseline", "the recipe's own code", base)]
     for c in candidates(Source(recipe, base)):
         out.append((f"{c.move} {c.variant}".strip(), c.what, apply_edits(recipe, base, list(c.edits))))
-        pair = _pairing(recipe, base, c, _is_speed(recipe))
+        pair = _pairing(recipe, base, c, _is_speed(recipe), tight=False)
         if pair is not None:
             out.append((f"{c.move} + {pair[0].move} {pair[0].variant}", f"the above{pair[1]}",
                         apply_edits(recipe, base, list(c.edits + pair[0].edits))))
