@@ -104,8 +104,8 @@ def _report(rec: TrialRecord, progress: Callable[[str], None] | None) -> None:
 
 
 def lineage_command(*, recipe_dir, profile, experiment, tracking_uri, role=None, trial_ref=None) -> str:
-    recipe = _recipe(recipe_dir, profile)
-    store = open_store(recipe, experiment, tracking_uri)
+    recipe = _recipe(recipe_dir, profile or None)
+    store = open_store(recipe, experiment or None, tracking_uri)
     lineage = Lineage.load(store, recipe.metric.goal)
     if trial_ref:
         return query_trial(store, lineage, trial_ref)
@@ -116,6 +116,9 @@ def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, e
     from mlflow_autoresearch.loop import run_loop
     from mlflow_autoresearch.settings import make_settings
 
+    # MLproject passes '' for a parameter left at its empty default: that means "not given".
+    profile, experiment = profile or None, experiment or None
+    flags = {k: (None if v == "" else v) for k, v in flags.items()}
     recipe = _recipe(recipe_dir, profile)
     settings = make_settings(profile=profile, experiment=experiment, tracking_uri=tracking_uri, **flags)
     run_loop(recipe, settings, echo=echo)
