@@ -151,14 +151,17 @@ class OfflineSpecialist:
                 words = set(re.findall(r"[a-z0-9]+", f"{c.move} {c.what}".lower()))
                 boost = -2.0 if steer & words else 0.0
                 saturated = 0 if (not ctx.saturation or c.structural) else 1
+                penalty = stats.get(c.move, 0.0)
                 outside = fam >= len(families)
+                # own fresh moves, then other families' fresh moves, then moves that already lost on this line
+                group = 2 if penalty >= STALE else int(outside)
                 # near the gate, the gentler of a cut's variants (x0.75 before x0.5) goes first
                 gentle = -1.5 if tight and "cut" in c.effects and _factor(c.variant) >= 0.7 else 0.0
-                key = ((outside, fam, tier) if ordered else (outside, tier, fam)) + (
-                    saturated, stats.get(c.move, 0.0) + boost, c.order + gentle + i * 0.1 + self._jitter(ctx, c))
+                key = ((group, fam, tier) if ordered else (group, tier, fam)) + (
+                    saturated, penalty + boost, c.order + gentle + i * 0.1 + self._jitter(ctx, c))
                 expect = c.expect + gain
-                note = "" if not outside else f"(a {c.family} move: nothing new is left in the " \
-                                              f"{ctx.role.name} catalogue for this parent) "
+                note = "" if not outside else (f"(a {c.family} move: the {ctx.role.name} catalogue has nothing "
+                                               "untried on this line) ")
                 out.append(_Plan(c, edits, c.hypothesis(note, suffix, expect), expect, key))
         return sorted(out, key=lambda p: p.key)
 
@@ -335,24 +338,30 @@ def _move_meta(move: str | None) -> tuple[str | None, frozenset[str]]:
     return (m.family, m.effects) if m is not None else (None, frozenset())
 
 
+STALE = 3.0  # a move with this penalty or more has already lost on this line of descent
+
+
 def _move_stats(lineage: Lineage, parent: TrialRecord) -> dict[str, float]:
-    """Per move: +3 per try on this parent; +1 per discard, +2 when it failed or did worse than its own
-    parent; -1 per keep (at most -2)."""
+    """A penalty per move, from the lineage.
+
+    +3 per try that was not kept on this parent or one of its ancestors (the same line of code), +1 per
+    discard elsewhere, +2 per failure or worse-than-its-parent result elsewhere; -1 per keep (at most -2).
+    A penalty of ``STALE`` or more means the move already lost on this line.
+    """
+    line = {t.run_id for t in lineage.path_to(parent)} | {parent.run_id}
     score: Counter = Counter()
     keeps: Counter = Counter()
     for t in lineage.trials:
         move = _move_of(t)
         if move is None:
             continue
-        if t.parent_id == parent.run_id:
-            score[move] += 3
-        if not t.finished:
-            continue
         if t.decision == "keep":
             keeps[move] += 1
-            continue
-        gain = lineage.direction.gain(t.score, lineage.parent_score(t))
-        score[move] += 2 if (t.outcome is not Outcome.OK or (gain is not None and gain < 0)) else 1
+        elif t.parent_id in line:
+            score[move] += STALE  # tried from this code or an ancestor's: running or lost
+        elif t.finished:
+            gain = lineage.direction.gain(t.score, lineage.parent_score(t))
+            score[move] += 2 if (t.outcome is not Outcome.OK or (gain is not None and gain < 0)) else 1
     return {m: score[m] - min(keeps[m], 2) for m in set(score) | set(keeps)}
 
 
