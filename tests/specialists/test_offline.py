@@ -282,6 +282,24 @@ def test_each_default_role_proposes_its_own_kind_of_rewrite(digits):
     assert constant(opt.files, "EPOCHS") == 30
 
 
+def test_moves_that_lost_on_this_line_are_not_retried_before_fresh_ones(digits):
+    """Once every systems move lost on this line, the systems role borrows another family's untried move."""
+    recipe, store, base = digits
+    spec = OfflineSpecialist()
+    tried = []
+    for _ in range(3):  # plain-optimizer, bf16-autocast, more-threads: each discarded, slower than the parent
+        p = spec.propose(ctx_for(recipe, store, base, "systems"))
+        tried.append(p.hypothesis.split(":")[0])
+        record(store, recipe, p.files, parent=base, specialist="systems", hypothesis=p.hypothesis, decision="discard",
+               metrics={"train_seconds": 9.0, "accuracy": 0.98})
+    assert tried == ["plain-optimizer", "bf16-autocast", "more-threads"]
+    kept = record(store, recipe, edited(recipe, store, base, "EPOCHS = 60", "EPOCHS = 40"), parent=base,
+                  hypothesis="manual: EPOCHS 60 -> 40", metrics={"train_seconds": 5.0, "accuracy": 0.98})
+    p = spec.propose(ctx_for(recipe, store, kept, "systems"))  # a child of the line where they all lost
+    assert "the systems catalogue has nothing untried on this line" in p.hypothesis
+    assert p.hypothesis.split(":")[0] not in tried
+
+
 def test_parameter_golf_style_roles_map_to_catalogue_families():
     assert role_families("arch") == ("architecture",)
     assert role_families("opt") == ("optimization",)
