@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlflow_autoresearch._errors import AutoresearchError, ProposalError
+from mlflow_autoresearch._errors import ProposalError
 from mlflow_autoresearch.lineage import Lineage, TrialRecord, code_digest
 from mlflow_autoresearch.outcome import Outcome
 from mlflow_autoresearch.recipe import Recipe
@@ -369,8 +369,8 @@ def _known_digests(ctx: ProposalContext) -> set[str]:
     known = {t.code_sha256 for t in ctx.lineage.trials}
     try:  # trials recorded since the lineage snapshot was taken (other proposers, other loops)
         known |= {t.code_sha256 for t in ctx.store.trials()}
-    except AutoresearchError as e:
-        logger.debug("could not refresh the lineage: %s", e)
+    except Exception as e:  # best effort: the loop checks duplicates again before it records a trial
+        logger.warning("offline specialist: could not refresh the lineage (%s); using the snapshot", e)
     known.add(code_digest(ctx.parent_files))
     return known
 
@@ -380,8 +380,8 @@ def _grandparent_files(ctx: ProposalContext) -> dict[str, bytes] | None:
         return None
     try:
         return ctx.store.code(ctx.parent.parent_id)
-    except (AutoresearchError, OSError) as e:
-        logger.debug("no code for %s: %s", ctx.parent.parent_id, e)
+    except Exception as e:  # without it, repairs that undo or bisect the parent's change are skipped
+        logger.warning("offline specialist: no code for %s (%s); repairing without it", ctx.parent.parent_id, e)
         return None
 
 
