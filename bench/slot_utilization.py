@@ -161,7 +161,7 @@ def measure(sleep: float = 1.0, factors=(0.5, 1.0, 3.0), slot_counts=(1, 2, 3, 4
                         row.update(factor=factor, latency_s=latency, mode=mode,
                                    meets_target=(row["steady"] >= TARGET) if mode == "enough" else None)
                         if mode == "enough" and ahead == default:
-                            row["mode"] = "enough (= default)"
+                            row["mode"] = "enough = default"
                         rows.append(row)
                         log(f"latency {factor:g}x ({latency:.2f} s), {s} slot(s), proposals_ahead {ahead} ({mode}): "
                             f"steady {row['steady']:.1%}, whole run {row['whole']:.1%} "
