@@ -10,15 +10,20 @@ no move that is not in its catalogue.
 Choice, for one proposal:
 
 1. When the parent failed, *repair* first (any role may repair; the role's own
-   families come first): a gate near miss buys back accuracy (one more epoch,
-   20% more steps, a warmup, label smoothing, or a quarter step back on the
-   parent's numbers); a far gate miss moves the parent's numbers half way
-   back, or buys accuracy; ``timed_out`` cuts work or speeds up;
-   ``size_exceeded`` shrinks the model; a crash undoes the parent's change
-   and makes a move from another family instead.
+   families come first).  A gate near miss buys back accuracy (one more
+   epoch, 20% more steps, a warmup, label smoothing, or the parent's numbers
+   moved back by at most 20%); a far gate miss moves the parent's numbers
+   half way back, or buys accuracy; ``timed_out`` cuts work or speeds up, and
+   undoes a speed-up that backfired; ``size_exceeded`` shrinks the artifact;
+   a crash undoes the parent's change and makes a move from another family;
+   an out-of-memory crash asks for less memory.
 2. Otherwise the role's catalogue, ranked by the recipe's objective (time:
-   faster moves first, quality moves paired with a gentler schedule; quality:
-   quality moves first), then by how the same move fared in the lineage.
+   faster moves first, convergence moves paired with a shorter schedule,
+   half the epochs while the gates have room and a quarter fewer when they
+   are tight; quality: quality moves first, size savings paired with more
+   capacity), then by how the same move fared in the lineage: a move that
+   already lost on this line of descent goes after other families' fresh
+   moves.
 3. The first candidate whose code is new to the lineage wins; when none is
    left, the proposal carries ``invalid_reason``.
 
