@@ -8,6 +8,7 @@ fixed sleep.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import itertools
@@ -242,7 +243,9 @@ def sqlite_store(folder: Path) -> tuple[str, Path]:
     if not _TEMPLATE or not _TEMPLATE[0].exists():
         from tests.servers import migrated_db
 
-        _TEMPLATE[:] = [migrated_db(Path(tempfile.mkdtemp(prefix="bench-template-")) / "mlflow.db")]
+        folder_ = Path(tempfile.mkdtemp(prefix="bench-template-"))
+        atexit.register(shutil.rmtree, folder_, True)
+        _TEMPLATE[:] = [migrated_db(folder_ / "mlflow.db")]
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "mlflow.db"
     shutil.copyfile(_TEMPLATE[0], db)

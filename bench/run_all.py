@@ -16,6 +16,7 @@ still run.  ``--tiny`` exists so the test suite can run every benchmark
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import shutil
@@ -182,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny and args.tiny_recipe is None:
         from bench._common import knob_recipe
 
-        args.tiny_recipe = knob_recipe(Path(tempfile.mkdtemp(prefix="bench-tiny-recipe-")) / "knobs")
+        folder = Path(tempfile.mkdtemp(prefix="bench-tiny-recipe-"))
+        atexit.register(shutil.rmtree, folder, True)
+        args.tiny_recipe = knob_recipe(folder / "knobs")
     out = args.out if args.out is not None or args.tiny else ROOT / "docs" / "benchmarks.md"
     command = "python -m bench" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
         argv if argv is not None else sys.argv[1:]))
