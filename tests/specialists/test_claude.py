@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.specialists.fake_messages_server import FakeMessagesServer, Reply, Request, error, reply, text, tool_use
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import HarnessError, ModelUnavailable, UsageError
@@ -24,6 +23,7 @@ from mlflow_autoresearch.specialists import ProposalContext, Usage, make_special
 from mlflow_autoresearch.specialists._claude import ClaudeSpecialist
 from mlflow_autoresearch.specialists._retry import RetryPolicy
 from mlflow_autoresearch.trial import create_trial, recipe_files
+from tests.specialists.fake_messages_server import FakeMessagesServer, Reply, Request, error, reply, text, tool_use
 
 TRAIN = """\
 import os
