@@ -60,6 +60,7 @@ CUTS = (("fewer-epochs", "x0.5", "x0.75"), ("fewer-steps", "x0.5", "x0.8"))
 CAPACITY = (("deeper", "+1"), ("wider", "x1.5"))
 NEAR_MISS_FIRST = ("one-more-epoch", "longer-training", "add-warmup", "longer-warmup", "label-smoothing",
                    "add-label-smoothing")
+TIGHT = 2.0  # near-miss bands of gate margin under which cuts get gentle and quality moves come first
 NEAR_MISS_STEP = 0.2  # a near miss moves the parent's numbers back by at most 20% (e.g. +20% steps)
 MEMORY_ERROR = re.compile(r"out of memory|MemoryError|memory limit|OOM", re.I)
 FAILED = {Outcome.GATE_FAILED: "gate", Outcome.TIMED_OUT: "timed_out", Outcome.SIZE_EXCEEDED: "size",
@@ -266,13 +267,13 @@ def _is_speed(recipe: Recipe) -> bool:
 
 
 def _tight(recipe: Recipe, parent: TrialRecord) -> bool:
-    """The parent clears a gate by less than 1.5 near-miss bands (or 0.5% when the band is 0)."""
+    """The parent clears a gate by less than TIGHT near-miss bands (or 0.5% of the threshold when the band is 0)."""
     for g in recipe.gates:
         observed = parent.metrics.get(g.metric)
         if observed is None:
             continue
         band = g.near_miss or abs(g.value) * 0.005
-        if g.margin(observed) < 1.5 * band:
+        if g.margin(observed) < TIGHT * band:
             return True
     return False
 

@@ -300,6 +300,19 @@ def test_moves_that_lost_on_this_line_are_not_retried_before_fresh_ones(digits):
     assert p.hypothesis.split(":")[0] not in tried
 
 
+def test_cuts_get_gentler_near_the_gate():
+    """With room above the accuracy gate a convergence move is paired with half the epochs; near it, a quarter fewer."""
+    recipe = load_recipe(DIGITS)
+    hyps = {}
+    for acc in (0.985, 0.975):  # gate 0.97, near-miss band 0.005: tight below 0.98
+        store = InMemoryStore()
+        base = record(store, recipe, recipe_files(recipe), specialist="baseline", hypothesis="baseline",
+                      decision="baseline", metrics={"train_seconds": 6.0, "accuracy": acc})
+        p = OfflineSpecialist().propose(ctx_for(recipe, store, base, "data"))
+        hyps[acc] = p.hypothesis
+    assert "EPOCHS 60 -> 30" in hyps[0.985] and "EPOCHS 60 -> 45" in hyps[0.975]
+
+
 def test_parameter_golf_style_roles_map_to_catalogue_families():
     assert role_families("arch") == ("architecture",)
     assert role_families("opt") == ("optimization",)
