@@ -93,6 +93,18 @@ def test_every_move_applies_parses_and_names_what_changed(root):
         assert all(e.file in recipe.editable for e in c.edits)
 
 
+def test_argparse_defaults_are_settings_unless_the_command_passes_them(tmp_path):
+    (tmp_path / "train.py").write_text(
+        "import argparse\np = argparse.ArgumentParser()\np.add_argument('--epochs', type=int, default=20)\n"
+        "p.add_argument('--lr', type=float, default=0.1)\nargs = p.parse_args()\nprint(f'loss: {args.lr}')\n")
+    spec = {"name": "cli", "editable": ["train.py"], "command": "python train.py --epochs 20",
+            "metric": {"name": "loss", "goal": "minimize"}, "limits": {"train_seconds": 10}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(spec))
+    recipe = load_recipe(tmp_path)
+    changed = {label for c in candidates(Source(recipe, recipe_files(recipe))) for label, _, _ in c.changes}
+    assert "lr" in changed and "epochs" not in changed  # --epochs on the command line wins over its default
+
+
 def test_digits_catalogue_has_program_rewrites_for_every_role():
     recipe = load_recipe(DIGITS)
     found = candidates(Source(recipe, recipe_files(recipe)))

@@ -93,8 +93,11 @@ class Source:
                 pos += len(line)
                 starts.append(pos)
             self._line_starts[rel] = starts
-        self.settings: tuple[Setting, ...] = tuple(_with_comment(self, s) for rel in self.texts
-                                                   for s in _settings(self, rel))
+        # an option the recipe's command passes explicitly is not set by its argparse default
+        passed = set(re.findall(r"--([A-Za-z][\w-]*)", f"{recipe.command} {recipe.preflight or ''}"))
+        self.settings: tuple[Setting, ...] = tuple(
+            _with_comment(self, s) for rel in self.texts for s in _settings(self, rel)
+            if not (s.kind == "arg" and ({s.name, s.name.replace("_", "-")} & passed)))
 
     @property
     def all_text(self) -> str:
