@@ -19,20 +19,13 @@ import yaml
 
 from mlflow_autoresearch.evaluator import Evaluation
 from mlflow_autoresearch.recipe import Recipe, load_recipe
+from tests.conftest import TOY_SPEC
 
 OK_LINES = "print('loss: 0.5')\nprint('accuracy: 0.9')\n"
 
 BASE_TRAIN = "SCORE = 0.5  # what this toy prints\nprint(f'loss: {SCORE}')\nprint('accuracy: 0.9')\n"
 
-BASE_SPEC: dict = {
-    "name": "toy",
-    "editable": ["train.py"],
-    "command": "python train.py",
-    "metric": {"name": "loss", "goal": "minimize"},
-    "gates": [{"metric": "accuracy", "op": ">=", "value": 0.85, "near_miss": 0.01}],
-    "limits": {"train_seconds": 20, "grace_seconds": 1},
-    "seeds": 1,
-}
+BASE_SPEC: dict = copy.deepcopy(TOY_SPEC)  # the shared toy recipe (tests/conftest.py)
 
 
 @dataclass
