@@ -78,8 +78,9 @@ HALF = True  # fp16 weights and activations on the GPU (BatchNorm stays fp32)
 WHITEN_IMAGES = 5000  # training images used to estimate the patch covariance
 BN_MOMENTUM = 0.1  # weight of the newest batch in BatchNorm's running statistics (PyTorch convention)
 
-TINY = dict(EPOCHS=10, BATCH_SIZE=128, BATCH_SIZE_MASKED=64, LR=20.0, WIDTHS=(16, 32, 32), PROXY_WIDTHS=(8, 16, 16),
+TINY = dict(EPOCHS=10, BATCH_SIZE=128, BATCH_SIZE_MASKED=96, LR=20.0, WIDTHS=(16, 32, 32), PROXY_WIDTHS=(8, 16, 16),
             TRANSLATE=2, CUTOUT=4, WHITEN_IMAGES=512, TTA_LEVEL=1, COMPILE=False)  # --tiny: CPU, 16x16 images
+# (tiny keeps 96 of 128: on 1,024 generated images keeping half missed the 0.9 gate, 0.79-0.89 over seeds 0-3)
 if MODE == "tiny":
     globals().update(TINY)
 if MODE == "smoke":  # two steps of the real nets on 4,096 random images; small batches on a CPU

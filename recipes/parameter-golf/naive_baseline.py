@@ -41,7 +41,7 @@ MODE = next((m for m in ("tiny", "smoke", "synthetic") if f"--{m}" in sys.argv),
 
 # ----- model -----
 TOKENIZER = "sp1024"  # must match evaluate.py --tokenizer in recipe.yaml
-VOCAB_SIZE = 1024
+VOCAB_SIZE = 1024  # must match the tokenizer (sp1024)
 NUM_LAYERS = 9  # transformer blocks; the first half feed U-Net skips to the second half
 MODEL_DIM = 512  # residual width
 NUM_HEADS = 8  # query heads

@@ -51,7 +51,7 @@ MODE = next((m for m in ("tiny", "smoke", "synthetic") if f"--{m}" in sys.argv),
 
 # ----- data -----
 TOKENIZER = "sp8192"  # must match evaluate.py --tokenizer in recipe.yaml
-VOCAB_SIZE = 8192
+VOCAB_SIZE = 8192  # must match the tokenizer (sp8192)
 # ----- model -----
 NUM_LAYERS = 11  # physical blocks
 MODEL_DIM = 512
@@ -109,7 +109,7 @@ COMPILE = True
 
 TINY = dict(NUM_LAYERS=5, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, ROPE_DIMS=8, XSA_LAST_N=5, PARALLEL_START=3,
             LOOP_START=1, LOOP_END=2, SEQ_LEN=128, BATCH_TOKENS=1024, GRAD_ACCUM=1, MAX_STEPS=80,
-            TIME_BUDGET=60.0, GPTQ_RESERVE=0.0, WARMUP_STEPS=2, MUON_MOMENTUM_WARMUP=30, TIED_EMBED_LR=0.1,
+            TIME_BUDGET=200.0, GPTQ_RESERVE=0.0, WARMUP_STEPS=2, MUON_MOMENTUM_WARMUP=30, TIED_EMBED_LR=0.1,
             MATRIX_LR=0.04, SCALAR_LR=0.04, EMA_DECAY=0.9, WARMDOWN_FRAC=0.5, GPTQ_BATCHES=4,
             COMPILE=False)  # --tiny
 if MODE == "tiny":
@@ -418,8 +418,12 @@ def hessians(model: GPT, loader: Loader, seqs: int, device: torch.device) -> dic
 
 
 def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, sigmas: float, block: int = 128):
-    """GPTQ (Frantar et al. 2022): quantise columns in order of Hessian diagonal, spreading each error forward."""
-    w = w.detach().float().cpu().clone()
+    """GPTQ (Frantar et al. 2022): quantise columns in order of Hessian diagonal, spreading each error forward.
+
+    Runs on the GPU when there is one (the column loop is slow on a CPU); returns CPU tensors.
+    """
+    dev = torch.device("cuda") if torch.cuda.is_available() and MODE != "tiny" else torch.device("cpu")
+    w, h = w.detach().float().to(dev).clone(), h.to(dev)
     rows, cols = w.shape
     qmax = 2 ** (bits - 1) - 1
     scale = (sigmas * w.std(dim=1) / qmax).clamp_min(1e-10).half()
@@ -432,10 +436,10 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, sigmas: float, block: int 
     perm = torch.argsort(torch.diag(h), descending=True)
     w, h = w[:, perm], h[perm][:, perm]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    q = torch.zeros(rows, cols, dtype=torch.int8)
+    q = torch.zeros(rows, cols, dtype=torch.int8, device=dev)
     for a in range(0, cols, block):
         b = min(a + block, cols)
-        wb, err = w[:, a:b].clone(), torch.zeros(rows, b - a)
+        wb, err = w[:, a:b].clone(), torch.zeros(rows, b - a, device=dev)
         for j in range(b - a):
             col = wb[:, j]
             qc = torch.clamp(torch.round(col / s), -qmax, qmax)
@@ -444,7 +448,7 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, sigmas: float, block: int 
             err[:, j] = e
             wb[:, j:] -= e[:, None] * hinv[a + j, a + j : b][None, :]
         w[:, b:] -= err @ hinv[a:b, b:]
-    return q[:, torch.argsort(perm)], scale
+    return q[:, torch.argsort(perm)].cpu(), scale.cpu()
 
 
 def shuffle_bytes(raw: bytes, stride: int = 2) -> bytes:
