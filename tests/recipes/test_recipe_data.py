@@ -195,9 +195,12 @@ def test_nanochat_prepare_downloads_trains_a_tokenizer_and_renders_core_tasks(se
     monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(tmp_path / "cache"))
     with pytest.raises(data.DataUnavailable, match="python data.py"):
         data.train_shards()
-    root = data.prepare(shards=3, shard_url=f"{url}/shard_{{:05d}}.parquet", bundle_url=f"{url}/eval_bundle.zip",
-                        vocab_size=300, tokenizer_chars=100_000)
-    assert sorted(p.name for p in root.glob("*.bin")) == ["train_00000.bin", "train_00001.bin", "val.bin"]
+    root = data.prepare(shards=2, val_shard=2, shard_url=f"{url}/shard_{{:05d}}.parquet",
+                        bundle_url=f"{url}/eval_bundle.zip", vocab_size=300, tokenizer_chars=100_000)
+    # training's files apart from the protected evaluation's (validation tokens, CORE tasks with gold answers)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.bin")) == [
+        "eval/val.bin", "train/train_00000.bin", "train/train_00001.bin"]
+    assert (root / "eval" / "core.npz").is_file() and not list((root / "train").glob("*.npz"))
     train, val = data.train_shards(), data.val_tokens()
     assert all(s[0] == data.BOS for s in train) and (val == data.BOS).sum() == 40  # one BOS per document
     assert max(int(s.max()) for s in train) < 300
