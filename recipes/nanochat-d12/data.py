@@ -360,10 +360,10 @@ def prepare(root: Path | None = None, shards: int = TRAIN_SHARDS, shard_url: str
 
 # ----- public face --------------------------------------------------------------
 
-def _ensure(what: str) -> Path:
+def _ensure(what: str, needed: tuple[str, ...]) -> Path:
+    """The prepared folder, when the files one step needs are there (training never needs eval/)."""
     root = data_dir()
-    if not (root / "eval" / "core.npz").is_file() or not (root / "eval" / "val.bin").is_file() or \
-            not list((root / "train").glob("train_*.bin")):
+    if not all(list(root.glob(pattern)) for pattern in needed):
         raise DataUnavailable(
             f"{what}: the prepared ClimbMix tokens and CORE tasks are not in {root}. Trials run without "
             f"network: run `python data.py` once on a machine with network access (it downloads the shards "
@@ -374,11 +374,11 @@ def _ensure(what: str) -> Path:
 def train_shards(tiny: bool = False) -> list[np.ndarray]:
     if tiny:
         return [_tiny_stream(TINY_TRAIN_TOKENS, seed=1)]
-    return [read_shard(p) for p in sorted((_ensure("training") / "train").glob("train_*.bin"))]
+    return [read_shard(p) for p in sorted((_ensure("training", ("train/train_*.bin",)) / "train").glob("train_*.bin"))]
 
 
 def val_tokens(tiny: bool = False) -> np.ndarray:
-    return _tiny_stream(TINY_VAL_TOKENS, seed=2) if tiny else read_shard(_ensure("validation") / "eval" / "val.bin")
+    return _tiny_stream(TINY_VAL_TOKENS, seed=2) if tiny else read_shard(_ensure("validation", ("eval/val.bin",)) / "eval" / "val.bin")
 
 
 def core_tasks(tiny: bool = False) -> list[Task]:
@@ -387,7 +387,7 @@ def core_tasks(tiny: bool = False) -> list[Task]:
         pack_tasks(_tiny_tasks(), buf)  # the same packing as the real tasks
         buf.seek(0)
         return unpack_tasks(buf)
-    return unpack_tasks(_ensure("CORE evaluation") / "eval" / "core.npz")
+    return unpack_tasks(_ensure("CORE evaluation", ("eval/core.npz",)) / "eval" / "core.npz")
 
 
 def vocab_size(tiny: bool = False) -> int:

@@ -216,6 +216,10 @@ def test_nanochat_prepare_downloads_trains_a_tokenizer_and_renders_core_tasks(se
         assert all(np.array_equal(c[: len(prefix)], prefix) for c in cands)  # the scored span is the answer
     (cands, spans, gold), = tasks["pronoun"].examples
     assert gold == 0 and len({b - a for a, b in spans}) == 1  # the same continuation after each context
+    (root / "eval").rename(tmp_path / "sealed")  # what training sees when the evaluation data is sealed
+    assert len(data.train_shards()) == 2
+    with pytest.raises(data.DataUnavailable, match="python data.py"):
+        data.core_tasks()
 
 
 def test_nanochat_rendering_follows_nanochat_templates(tmp_path):
