@@ -146,3 +146,25 @@ def test_evaluate_under_torchrun_with_two_processes_matches_one(golf, tmp_path):
     m1, m2 = metrics(one.stdout), metrics(two.stdout)
     assert m1["val_tokens"] == m2["val_tokens"] == 8192 and m1["val_bytes"] == m2["val_bytes"]
     assert m2["val_bpb"] == pytest.approx(m1["val_bpb"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_golf_trainer_under_torchrun_with_two_processes_exports_a_model_the_evaluation_scores(tmp_path):
+    """The 8-GPU profile's code path (DDP, sharded Muon, the shared stop), on 2 CPU processes with gloo."""
+    import shutil
+
+    work = tmp_path / "golf"
+    shutil.copytree(GOLF, work, ignore=shutil.ignore_patterns("notes", "__pycache__"))
+    code = (work / "train_gpt.py").read_text()
+    assert "MAX_STEPS=80," in code
+    (work / "train_gpt.py").write_text(code.replace("MAX_STEPS=80,", "MAX_STEPS=6,"))  # a few steps suffice here
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUTORESEARCH_ARTIFACT_DIR": str(work)}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "train_gpt.py", "--tiny"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "steps: 6" in r.stdout and r.stdout.count("model_bytes:") == 1  # rank 0 alone exports
+    e = subprocess.run([sys.executable, "evaluate.py", "--tiny", "--tokenizer", "sp8192", "--seq-len", "128",
+                        "--stride", "32"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert e.returncode == 0, e.stderr[-1500:]
+    bpb = float(next(ln.split(": ")[1] for ln in e.stdout.splitlines() if ln.startswith("val_bpb")))
+    assert 0 < bpb < 2.62  # below the uniform distribution's 2.62 bpb over the 8,192 generated pieces
