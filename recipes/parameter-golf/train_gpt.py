@@ -508,6 +508,8 @@ def main() -> None:
     seqs = max(1, BATCH_TOKENS // (world * accum * SEQ_LEN))
 
     model = GPT().to(device)
+    if distributed and COMPILE:
+        torch._dynamo.config.optimize_ddp = False  # one graph per forward, as the reference compiles under DDP
     fwd = torch.compile(model, dynamic=False) if COMPILE else model
     ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if cuda else None,
                                               broadcast_buffers=False) if distributed else fwd
