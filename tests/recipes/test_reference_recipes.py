@@ -157,8 +157,10 @@ def test_parameter_golf_protected_evaluation_rejects_a_model_that_sees_the_futur
     trial = tmp_path / "trial"
     shutil.copytree(recipe.root, trial)
     code = (recipe.root / "train_gpt.py").read_text()
-    assert "is_causal=True" in code
-    (trial / "train_gpt.py").write_text(code.replace("is_causal=True", "is_causal=False"))
+    assert "is_causal=True" in code and "MAX_STEPS=60," in code
+    # a few steps are enough: the causality check looks at the exported graph, not at how well it learned
+    (trial / "train_gpt.py").write_text(code.replace("is_causal=True", "is_causal=False")
+                                        .replace("MAX_STEPS=60,", "MAX_STEPS=4,"))
     ev = evaluate_code(recipe, trial)
     assert ev.outcome is Outcome.CRASHED and "protected evaluation" in ev.reason
     assert "not causal" in ev.error_tail and ev.score is None
