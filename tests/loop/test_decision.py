@@ -67,6 +67,7 @@ def test_baseline_and_a_confirmed_gain_carry_their_evidence(recipe):
     lineage = Lineage(store.trials(), "minimize")
     assert lineage.best.run_id == fast.run_id
     assert len(lineage.values_of(fast)[0]) == 2 + len(ev["pairs"]), "confirmation seeds count for its estimate"
+    assert fast.metrics["confirm_runs"] == len(machine.calls) and fast.metrics["confirm_seconds"] > 0
     assert "noise:" in lineage.leaderboard()
 
 
