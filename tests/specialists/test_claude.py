@@ -33,7 +33,7 @@ print(f"loss: {SCORE}")
 print(f"accuracy: {0.9 + 0.01 * int(os.environ.get('AUTORESEARCH_SEED', '0'))}")
 """
 FAST_RETRY = RetryPolicy(budget_seconds=10, base_seconds=0.1, max_seconds=0.5)
-MODEL = "claude-sonnet-5-5"  # $2 / $10 per Mtok in the shipped price table
+MODEL = "claude-sonnet-5-5"  # $2 / $10 per Mtok in the shipped price table; cache $2.50 write, $0.10 read
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_full_proposal_reads_edits_and_submits(recipe, store):
     # tokens and dollars, per call to the callback and summed on the proposal
     u = proposal.usage
     assert (u.tokens_in, u.tokens_out, u.cache_read, u.cache_write, u.calls) == (1300, 190, 11700, 4300, 4)
-    expected = (1300 * 2 + 190 * 10 + 11700 * 0.2 + 4300 * 2.5) / 1e6
+    expected = (1300 * 2 + 190 * 10 + 11700 * 0.1 + 4300 * 2.5) / 1e6
     assert u.cost_usd == pytest.approx(expected)
     assert len(seen) == 4 and sum(s.cost_usd for s in seen) == pytest.approx(expected)
     assert u.metrics()["llm_tokens_in"] == 1300
@@ -466,7 +466,7 @@ def test_a_reply_cut_off_at_max_tokens_is_nudged_to_continue(recipe, store):
 
 
 def test_transcript_stays_bounded():
-    from mlflow_autoresearch.specialists._claude import TRANSCRIPT_CHARS, bounded_json
+    from mlflow_autoresearch.specialists._session import TRANSCRIPT_CHARS, bounded_json
 
     big = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 50_000}]}] * 40}
     out = bounded_json(big)
