@@ -86,7 +86,7 @@ class ContextBudget:
 
     def limit(self, max_tokens: int) -> int:
         """Tokens the prompt may use: the window less the answer and a safety margin."""
-        margin = max(1024, self.window // 50)
+        margin = max(256, self.window // 50)  # 2%: 4k of a 200k window, 256 of a small local model's
         return self.window - max_tokens - margin
 
     def estimate(self, request: dict[str, Any]) -> int:

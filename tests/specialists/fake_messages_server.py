@@ -173,6 +173,7 @@ class FakeMessagesServer:
         self.count_tokens_route = count_tokens_route
         self.requests: list[Request] = []  # Messages requests, including rejected ones
         self.counted: list[Request] = []  # count_tokens requests
+        self.unrouted: list[Request] = []  # requests to paths this server does not serve (answered 404)
         self.rejections: list[str] = []  # what the validation refused (a correct client causes none)
         self.exhausted = False  # a request arrived after the last scripted reply
         self.script_errors: list[Exception] = []  # raised by a callable script (answered with HTTP 400)
@@ -203,8 +204,8 @@ class FakeMessagesServer:
         """The API's complaint about ``body``, or None."""
         if route == "anthropic" and not body.get("model"):
             return "model: Field required"
-        if route == "bedrock" and body.get("anthropic_version") != "bedrock-2023-05-31":
-            return "anthropic_version: bedrock-2023-05-31 required"
+        if route != "anthropic" and not body.get("anthropic_version"):  # Bedrock and Vertex take it in the body
+            return "anthropic_version: Field required"
         if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
             return "max_tokens: Field required"
         budget = (body.get("thinking") or {}).get("budget_tokens")
@@ -297,7 +298,7 @@ class FakeMessagesServer:
     # ----- answering ----------------------------------------------------------
     def _answer(self, req: Request) -> Reply:
         with self._lock:
-            index = len(self.requests)
+            index = len(self.requests) - len(self.rejections)  # the script answers what passed validation
             self.requests.append(req)
             problem = self.validate(req.json, req.route)
             if problem is not None:
@@ -375,7 +376,7 @@ class FakeMessagesServer:
                 if found is None:
                     r = error(404, f"fake server: no route {self.path}")
                     with server._lock:
-                        server.requests.append(req)
+                        server.unrouted.append(req)
                 elif found[1] == "count":
                     with server._lock:
                         server.counted.append(req)
