@@ -232,7 +232,7 @@ def test_a_server_that_says_prompt_too_long_is_believed_and_the_lineage_shrinks(
 def test_a_first_turn_that_cannot_fit_is_a_backend_error_and_is_never_sent(recipe, store):
     with FakeMessagesServer([reply(EDIT)]) as server:
         with pytest.raises(BackendError) as e:
-            claude(server, context_window=2500, max_tokens=300).propose(make_ctx(recipe, store))
+            claude(server, context_window=1200, max_tokens=300).propose(make_ctx(recipe, store))
     assert server.requests == []
     assert "the first turn of a proposal needs about" in str(e.value)
     assert "larger context window" in e.value.fix
