@@ -385,3 +385,17 @@ def test_bad_thinking_and_effort_settings_are_refused_by_name(recipe, store):
             claude(server, effort="extreme")
         with pytest.raises(UsageError, match="--provider 'azure'"):
             claude(server, provider="azure")
+
+
+def test_the_docs_state_the_price_table_with_its_date_and_sources():
+    from pathlib import Path
+
+    from mlflow_autoresearch.specialists._pricing import shipped_table
+
+    page = (Path(__file__).parents[2] / "docs" / "claude.md").read_text()
+    table = shipped_table()
+    assert f"checked {table['as_of']}" in page and "https://platform.claude.com/docs/en/about-claude/pricing" in page
+    for model, v in table["models"].items():
+        row = next(ln for ln in page.splitlines() if ln.startswith(f"| `{model}` |"))
+        assert f"| ${v['input']:g} | ${v['output']:g} | ${v['cache_write_5m']:g} | ${v['cache_write_1h']:g} | " \
+               f"${v['cache_read']:g} |" in row, model
