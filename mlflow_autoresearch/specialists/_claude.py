@@ -157,6 +157,9 @@ class ClaudeSpecialist:
         self._refusals: list[str] = []  # refused proposals in a row (their reasons)
         self._first_turn_errors: list[str] = []  # the same 400 on first turns, in a row
         timeout = anthropic.Timeout(request_timeout, connect=min(connect_timeout, request_timeout))
+        # The check's one-line answer comes quickly or not at all: a hung endpoint must not hold it for long.
+        self._check_timeout = anthropic.Timeout(min(request_timeout, CHECK_SECONDS / 2),
+                                                connect=min(connect_timeout, request_timeout))
         self.client = make_client(self.provider, base_url=self.base_url, api_key=api_key, timeout=timeout,
                                   options=dict(provider_options or {}))
         self.endpoint = endpoint(self.client)
@@ -267,7 +270,8 @@ class ClaudeSpecialist:
         t0 = time.monotonic()
         budget = replace(self.retry, budget_seconds=min(self.retry.budget_seconds, CHECK_SECONDS))
         try:
-            response = call_with_retries(lambda: self.client.messages.create(**request), budget, stop=self._stop)
+            response = call_with_retries(lambda: self.client.messages.create(**request, timeout=self._check_timeout),
+                                         budget, stop=self._stop)
         except anthropic.APIStatusError as e:
             self._answered = True
             problem = self.account_error(e, self.model)

@@ -399,3 +399,37 @@ def test_the_docs_state_the_price_table_with_its_date_and_sources():
         row = next(ln for ln in page.splitlines() if ln.startswith(f"| `{model}` |"))
         assert f"| ${v['input']:g} | ${v['output']:g} | ${v['cache_write_5m']:g} | ${v['cache_write_1h']:g} | " \
                f"${v['cache_read']:g} |" in row, model
+
+
+def test_check_backend_from_settings_and_auto_agent_follows_the_credentials(monkeypatch, tmp_path):
+    from mlflow_autoresearch.settings import make_settings
+    from mlflow_autoresearch.specialists import check_backend, resolve_agent
+
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_FOUNDRY_API_KEY",
+                "ANTHROPIC_VERTEX_PROJECT_ID", "AWS_BEARER_TOKEN_BEDROCK", "CLAUDE_CODE_USE_BEDROCK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")  # keys for S3 artifacts do not mean Bedrock
+    assert resolve_agent("auto") == "offline"
+    assert check_backend(make_settings(agent="auto")) == "offline: no model API to check"
+    assert resolve_agent("auto", provider="bedrock") == "claude"
+    monkeypatch.setenv("CLAUDE_CODE_USE_BEDROCK", "1")
+    assert resolve_agent("auto") == "claude"
+    monkeypatch.delenv("CLAUDE_CODE_USE_BEDROCK")
+    with FakeMessagesServer(lambda req, i: reply(text("ok"))) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)  # a local server, no key
+        assert resolve_agent("auto") == "claude"
+        line = check_backend(make_settings(agent="auto", thinking="adaptive", effort="low", cache_ttl="1h"))
+    assert line.startswith(f"{MODEL} via anthropic at {server.url} answered in")
+    (check,) = server.requests
+    assert check.json["thinking"] == {"type": "adaptive"} and check.json["output_config"] == {"effort": "low"}
+    assert check.headers["authorization"] == "Bearer no-key-for-local-server"
+
+
+def test_claude_settings_are_validated_by_name():
+    from mlflow_autoresearch.settings import make_settings
+
+    for bad, field in [({"thinking": "lots"}, "--thinking"), ({"effort": "extreme"}, "--effort"),
+                       ({"cache_ttl": "2h"}, "--cache-ttl"), ({"provider": "azure"}, "--provider"),
+                       ({"max_tokens": 200_000}, "--max-tokens"), ({"connect_timeout": 0}, "--connect-timeout")]:
+        with pytest.raises(UsageError, match=field):
+            make_settings(**bad)
