@@ -106,7 +106,7 @@ class Loop:
             self.store.check_write_access()  # a reader is refused before any trial starts
         self.agent = resolve_agent(settings.agent, provider=settings.provider, base_url=settings.anthropic_base_url) \
             if specialist is None else getattr(specialist, "backend", "custom")
-        self.specialist = specialist or make_specialist(settings.agent, **_backend_options(settings, self.agent))
+        self.specialist = specialist or make_specialist(self.agent, **_backend_options(settings, self.agent))
         self.roles = roster(recipe)
         self.policy = Policy(self.roles, settings.seed)
         self.slots = detect_slots(settings.slots)

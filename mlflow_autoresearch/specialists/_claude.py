@@ -305,9 +305,11 @@ class ClaudeSpecialist:
                 "set --fallback-model to a model that accepts this work, reword the recipe's description, knowledge "
                 "notes or steering note, or use --agent offline")
         with proposal_trace(ctx, self.tracing) as trace:
-            proposal = Session(self, ctx, trace.trace_id).run()
+            session = Session(self, ctx, trace.trace_id)
+            proposal = session.run()
             trace.finish({"hypothesis": proposal.hypothesis, "invalid_reason": proposal.invalid_reason,
-                          "usage": asdict(proposal.usage)})
+                          "usage": asdict(proposal.usage), "model": session.model,
+                          "stop_reasons": [e["stop_reason"] for e in session.events], "refusals": session.refusals})
         return proposal
 
 
