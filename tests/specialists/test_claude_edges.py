@@ -433,3 +433,10 @@ def test_claude_settings_are_validated_by_name():
                        ({"max_tokens": 200_000}, "--max-tokens"), ({"connect_timeout": 0}, "--connect-timeout")]:
         with pytest.raises(UsageError, match=field):
             make_settings(**bad)
+
+
+def test_connect_timeout_is_short_and_apart_from_the_request_timeout():
+    with FakeMessagesServer([]) as server:
+        spec = claude(server, request_timeout=600, connect_timeout=4)
+        assert (spec.client.timeout.connect, spec.client.timeout.read) == (4, 600)
+        assert ClaudeSpecialist(model=MODEL, base_url=server.url, tracing=False).client.timeout.connect == 10
