@@ -206,7 +206,7 @@ class ClaudeSpecialist:
 
     def count_tokens(self, request: dict[str, Any]) -> int:
         fields = {k: request[k] for k in ("model", "system", "tools", "messages", "thinking") if k in request}
-        return self.client.messages.count_tokens(**fields).input_tokens
+        return self.client.messages.count_tokens(**fields, timeout=self._check_timeout).input_tokens
 
     def account_error(self, e: anthropic.APIStatusError, model: str) -> BackendError | None:
         return account.account_problem(e, model=model, provider=self.provider, endpoint=self.endpoint)
