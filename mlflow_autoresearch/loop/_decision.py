@@ -79,7 +79,7 @@ def _verdict(store: LineageStore, recipe: Recipe, trial: TrialRecord, lineage: L
             return measurer(of, trial, confirmation_seed(trial, k), role)
 
     verdict = acceptance.decide(Sample.of(*trial.seed_values()), Sample(inc_windows), lineage.noise_model, measure,
-                                incumbent.run_id if incumbent else None)
+                                incumbent.run_id if incumbent else None, relearn=lineage.noise_with)
     return verdict, incumbent
 
 
@@ -92,8 +92,8 @@ def decide_trial(store: LineageStore, recipe: Recipe, trial: TrialRecord, *, mea
     trial = store.get(trial.run_id)
     if trial.decision is not None or trial.outcome is None:
         return trial
-    lineage = Lineage([t for t in store.trials() if t.run_id != trial.run_id], recipe.metric.goal,
-                      recipe.acceptance.scale)
+    # The candidate's own seeds count for the noise model; undecided, it cannot be the incumbent.
+    lineage = Lineage(store.trials(), recipe.metric.goal, recipe.acceptance.scale)
     t0 = time.monotonic()
     verdict, incumbent = _verdict(store, recipe, trial, lineage, measurer)
     cost = {"confirm_seconds": time.monotonic() - t0, "confirm_runs": float(verdict.evidence.confirm_runs)} \
