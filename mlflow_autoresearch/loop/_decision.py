@@ -143,9 +143,7 @@ def _demote_if_needed(store: LineageStore, recipe: Recipe, incumbent: TrialRecor
     reason = (f"does not hold up under re-measurement: {now:.5g} over {len(values)} measurements, no better than "
               f"{displaced.short} ({then:.5g}), the trial it displaced")
     store.set_tags(inc.run_id, {S.DEMOTED: reason})
-    if echo:
-        echo(f"{inc.short} demoted: {reason}")
-    logger.info("%s demoted: %s", inc.short, reason)
+    (echo or (lambda m: logger.info("%s", m)))(f"{inc.short} demoted: {reason}")
 
 
 def measure_in_process(store: LineageStore, recipe: Recipe, extra_env: dict[str, str] | None = None) -> Measurer:
