@@ -152,7 +152,7 @@ BUILTIN_COMMANDS = {
     "init": "mlflow_autoresearch.onboard:init_command",
     "sweep": "mlflow_autoresearch.sweep:sweep_command",
     "report": "mlflow_autoresearch.report:report_command",
-    "compare": "mlflow_autoresearch.research:compare_command",
+    "compare": "mlflow_autoresearch.research._cli:compare_command",
 }
 
 

@@ -160,9 +160,12 @@ class Research:
             last = self._latest.trials_seen if self._latest else 0
             if seen - last < self.every or (self._writing is not None and not self._writing.done()):
                 return
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="analyst")
-            self._writing = self._pool.submit(self._write, lineage)
+            if self.analyst is not facts_analyst:  # a model call: in the background, slots never wait for it
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="analyst")
+                self._writing = self._pool.submit(self._write, lineage)
+                return
+        self._write(lineage)  # counting facts takes milliseconds: the next proposal reads the new note
 
     def _write(self, lineage: Lineage) -> None:
         try:
