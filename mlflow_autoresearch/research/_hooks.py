@@ -52,6 +52,9 @@ class Research:
         self._latest: Note | None = self.book.latest() if self.every else None
         self._imported = self._import(lessons_from)
         self._proposals = 0
+        # The label of this configuration in tags and comparisons: the arm, and whether lessons are on.
+        self.label = self.arm.name + (f"+lessons{lessons_every}" if lessons_every else "") + (
+            "+imported" if lessons_from else "")
         self._tag_experiment()
 
     # ----- setup ------------------------------------------------------------------
@@ -60,8 +63,8 @@ class Research:
             return
         try:
             exp = self.store.client.get_experiment(self.store.experiment_id)
-            if exp.tags.get(ARM_TAG) != self.arm.name:
-                self.store.client.set_experiment_tag(self.store.experiment_id, ARM_TAG, self.arm.name)
+            if exp.tags.get(ARM_TAG) != self.label:
+                self.store.client.set_experiment_tag(self.store.experiment_id, ARM_TAG, self.label)
             if LOOP_SEED_TAG not in exp.tags:
                 self.store.client.set_experiment_tag(self.store.experiment_id, LOOP_SEED_TAG, str(self.seed))
         except Exception as e:  # a tag is a label for reports; never a reason to stop
@@ -113,7 +116,7 @@ class Research:
 
     # ----- duplicates ---------------------------------------------------------------
     def trial_tags(self, files: Mapping[str, bytes]) -> dict[str, str]:
-        return {EFFECT_TAG: effect_digest(files), ARM_TAG: self.arm.name}
+        return {EFFECT_TAG: effect_digest(files), ARM_TAG: self.label}
 
     def duplicate(self, lineage: Lineage, files: Mapping[str, bytes], parent: TrialRecord, hypothesis: str,
                   patch: str) -> tuple[TrialRecord | None, str] | None:

@@ -123,3 +123,23 @@ def facts_note(lineage: Lineage, metric: str = "score", version: int = 1) -> Not
     if not rows:
         lines.append("- nothing measured yet")
     return Note(version=version, text=bound("\n".join(lines)), trials_seen=len(trials))
+
+
+_HELPED = re.compile(r"^What helped most:\n((?:- .*\n?)+)", re.M)
+_EXHAUSTED = re.compile(r"Looks exhausted \([^)]*\): ([a-z0-9_, -]+)\.")
+_IMPORTED_MOVE = re.compile(r"\(run [0-9a-f]+, [\w-]+/([a-z0-9-]+)\)")
+
+
+def hints(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``(moves that helped, families that look exhausted)`` named in notes this module writes.
+
+    For a reader without judgement (the offline playbook): the moves of "What helped most" and of
+    imported kept changes, and the families listed as exhausted.
+    """
+    if not text:
+        return frozenset(), frozenset()
+    helped: set[str] = set(_IMPORTED_MOVE.findall(text))
+    for block in _HELPED.findall(text):
+        helped.update(_MOVE.findall(block))
+    tired = {f.strip() for m in _EXHAUSTED.findall(text) for f in m.split(",") if f.strip()}
+    return frozenset(helped), frozenset(tired)

@@ -1,0 +1,31 @@
+"""The offline playbook reads the lessons note: a move that helped elsewhere first, an exhausted family later."""
+
+from __future__ import annotations
+
+from mlflow_autoresearch.lineage import InMemoryStore, Lineage
+from mlflow_autoresearch.recipe import load_recipe
+from mlflow_autoresearch.specialists import ProposalContext, roster
+from mlflow_autoresearch.specialists._offline import OfflineSpecialist
+from tests.specialists.test_offline import DIGITS, record
+from mlflow_autoresearch.trial import recipe_files
+
+
+def propose(lessons: str = "", role: str = "architecture") -> str:
+    recipe = load_recipe(DIGITS)
+    store = InMemoryStore()
+    base = record(store, recipe, recipe_files(recipe), specialist="baseline", hypothesis="baseline",
+                  decision="baseline", metrics={"train_seconds": 6.0, "accuracy": 0.98})
+    roles = {r.name: r for r in roster(recipe)}
+    ctx = ProposalContext(recipe=recipe, role=roles[role], parent=base, parent_files=store.code(base.run_id),
+                          lineage=Lineage.load(store, recipe.metric.goal), store=store, lessons=lessons)
+    return OfflineSpecialist().propose(ctx).hypothesis
+
+
+def test_an_imported_kept_change_is_tried_first_and_an_exhausted_family_later():
+    plain = propose()
+    first = plain.split(":", 1)[0]
+    other = "shallower" if first != "shallower" else "narrower"
+    imported = (f"  - t0005 (run 0123456789abcdef, architecture/{other}) score 3.2 (+22% against its parent): "
+                f"{other}: ...")
+    assert propose(imported).startswith(other + ":")
+    assert propose("Looks exhausted (tried 3+ times, never kept): architecture. Try another.") != plain
