@@ -114,3 +114,29 @@ def test_imported_lessons_name_their_source(toy_recipe, sqlite_uri, tmp_path, mo
     with pytest.raises(UsageError, match="--lessons-from 'nowhere'"):
         loop(toy_recipe, MlflowStore("third", sqlite_uri), trials=1, lessons_from=("nowhere",),
              tracking_uri=sqlite_uri)
+
+
+def test_the_claude_analyst_writes_the_note_through_the_messages_api(toy_recipe):
+    from mlflow_autoresearch.lineage import Lineage
+    from mlflow_autoresearch.research._analyst import ClaudeAnalyst, analyst_for, facts_analyst
+    from mlflow_autoresearch.specialists import make_specialist
+    from mlflow_autoresearch.specialists._retry import RetryPolicy
+    from tests.specialists.fake_messages_server import FakeMessagesServer, reply, text
+
+    store = InMemoryStore()
+    loop(toy_recipe, store, trials=3)
+    recipe = load_recipe(toy_recipe)
+    lineage = Lineage.load(store, recipe.metric.goal)
+    said = "- t0001 raised SCORE and lost; t0002 crashed on purpose.\n- Lowering SCORE is the direction left."
+    with FakeMessagesServer([reply(text(said), input_tokens=1000, output_tokens=100)]) as server:
+        spec = make_specialist("claude", model="claude-sonnet-5-5", base_url=server.url, api_key="k", tracing=False,
+                               retry=RetryPolicy(budget_seconds=5, base_seconds=0.1, max_seconds=0.2))
+        analyst = analyst_for("claude", spec)
+        assert isinstance(analyst, ClaudeAnalyst) and analyst_for("offline", None) is facts_analyst
+        note, usage = analyst(lineage, recipe, 4)
+        [request] = server.requests
+    assert note.text == said and note.version == 4 and note.author == "claude:claude-sonnet-5-5"
+    assert usage.calls == 1 and usage.cost_usd > 0
+    user = request.messages[0]["content"]
+    assert "Lessons v4" in user and "t0002" in user, "the model reads the counted facts and the lineage"
+    assert "analyst" in request.json["system"]
