@@ -23,7 +23,7 @@ def _save(fig, path: Path) -> None:
 
 def _by_trials(cmp, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (arm, a) in enumerate(cmp.arms.items()):
+    for i, arm in enumerate(cmp.arms):
         color = COLORS[i % len(COLORS)]
         runs = [r for r in cmp.runs if r.arm == arm]
         xs = list(range(cmp.budget + 1))

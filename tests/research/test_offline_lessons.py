@@ -6,8 +6,8 @@ from mlflow_autoresearch.lineage import InMemoryStore, Lineage
 from mlflow_autoresearch.recipe import load_recipe
 from mlflow_autoresearch.specialists import ProposalContext, roster
 from mlflow_autoresearch.specialists._offline import OfflineSpecialist
-from tests.specialists.test_offline import DIGITS, record
 from mlflow_autoresearch.trial import recipe_files
+from tests.specialists.test_offline import DIGITS, record
 
 
 def propose(lessons: str = "", role: str = "architecture") -> str:
