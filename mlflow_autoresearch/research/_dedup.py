@@ -52,14 +52,11 @@ class _Canon(ast.NodeTransformer):
             if a is not None:
                 names.setdefault(a.arg, f"_a{len(names)}")
         declared = {n for s in ast.walk(node) if isinstance(s, (ast.Global, ast.Nonlocal)) for n in s.names}
+        # Names bound anywhere inside (nested functions too: deterministic, which is all a normal form needs).
         for sub in ast.walk(node):
-            target = None
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                target = sub.id
-            elif isinstance(sub, ast.arg) and sub.arg not in names and sub is not node:
-                target = None  # arguments of nested functions are renamed in their own scope
-            if target and target not in declared and target not in names:
-                names[target] = f"_v{len(names)}"
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store) and sub.id not in declared \
+                    and sub.id not in names:
+                names[sub.id] = f"_v{len(names)}"
         self.scopes.append(names)
         node.body = _strip_docstring(node.body)
         self.generic_visit(node)

@@ -90,7 +90,8 @@ def facts_note(lineage: Lineage, metric: str = "score", version: int = 1) -> Not
                     r["best"] = (rel, t)
         elif t.outcome is not None and t.outcome is not Outcome.OK:
             r["fails"][t.outcome.value] += 1
-            r["why"][t.outcome.value] = (t.reason or "").split("\n", 1)[0][:90]
+            why = (t.reason or "").split("\n", 1)[0]
+            r["why"][t.outcome.value] = why.removeprefix(t.outcome.value + ":").strip()[:90]
     best, base = lineage.best, lineage.baseline
     head = f"Lessons v{version}, from {len(trials)} trial(s)"
     if best is not None and best.score is not None:
@@ -110,7 +111,8 @@ def facts_note(lineage: Lineage, metric: str = "score", version: int = 1) -> Not
             parts.append(f"typical failure {kind} ×{n}" + (f" ({why})" if why else ""))
         moves = ", ".join(m for m, _ in r["moves"].most_common(4) if m)
         lines.append(f"- {fam}: " + "; ".join(parts) + (f". Changes: {moves}" if moves else ""))
-        if r["tried"] >= EXHAUSTED_AFTER and r["kept"] == 0:
+        if r["tried"] >= EXHAUSTED_AFTER and r["kept"] == 0 and (not r["effects"] or
+                                                                statistics.median(r["effects"]) <= 0):
             exhausted.append(fam)
         if r["best"] is not None and r["best"][0] > 0:
             rel, t = r["best"]
@@ -118,7 +120,8 @@ def facts_note(lineage: Lineage, metric: str = "score", version: int = 1) -> Not
     if helped:
         lines += ["", "What helped most:"] + [f"- {text}" for _, text in sorted(helped, reverse=True)[:4]]
     if exhausted:
-        lines += ["", f"Looks exhausted (tried {EXHAUSTED_AFTER}+ times, never kept): {', '.join(exhausted)}. "
+        lines += ["", f"Looks exhausted (tried {EXHAUSTED_AFTER}+ times, never kept, no typical gain): "
+                  f"{', '.join(exhausted)}. "
                   "Try another kind of change, or a much bigger one."]
     if not rows:
         lines.append("- nothing measured yet")
