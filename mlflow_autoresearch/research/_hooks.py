@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -134,7 +135,7 @@ class Research:
         if kid is not None:
             return kid, (f"duplicate: {kid.short} ({kid.run_id}) already measured this hypothesis with the same "
                          f"edits on the same parent {parent.short}")
-        if not self.store.claim(f"effect/{digest}", f"{self.owner}:{id(files)}"):
+        if not self.store.claim(f"effect/{digest}", uuid.uuid4().hex):
             return None, "duplicate: another proposal in flight submitted the same change"
         return None
 
