@@ -80,3 +80,37 @@ def test_a_reformatted_repeat_is_refused_naming_the_earlier_trial_and_uses_no_bu
         assert first.short in d.reason and "normalising" in d.reason
         assert "train_seconds" not in d.metrics, "refused before evaluation"
     assert result.trials == 3 and len(trials) == 1 + 3 + 2, "three trials of budget besides the two refused"
+
+
+def test_the_same_edit_in_another_place_with_the_same_hypothesis_is_a_sibling_duplicate(toy_recipe):
+    from mlflow_autoresearch import schema as S
+    from mlflow_autoresearch.lineage import Lineage
+    from mlflow_autoresearch.research._dedup import similar_sibling
+    from mlflow_autoresearch.trial import create_trial, make_patch
+
+    recipe = load_recipe(toy_recipe)
+    store = InMemoryStore()
+    base_files = {"train.py": TRAIN.encode()}
+    base = create_trial(store, recipe, base_files, specialist="baseline", hypothesis="baseline")
+    base = store.record_result(base.run_id, tags={S.OUTCOME: "ok", S.DECISION: "baseline"}, metrics={},
+                               artifacts={})
+
+    def variant(text: str, hypothesis: str, record: bool):
+        files = {"train.py": text.encode()}
+        if record:
+            t = create_trial(store, recipe, files, specialist="systems", hypothesis=hypothesis, parent=base,
+                             parent_files=base_files)
+            store.record_result(t.run_id, tags={S.OUTCOME: "ok", S.DECISION: "discard"}, metrics={}, artifacts={})
+        return make_patch(base_files, files)
+
+    threads = "THREADS = 2  # torch threads\n"
+    variant(TRAIN.replace("import os\n", "import os\n" + threads), "more threads: use 2 intra-op threads", True)
+    lineage = Lineage.load(store, "minimize")
+    moved = TRAIN.replace('print(f"accuracy', threads.replace("  # torch threads", "") + 'print(f"accuracy')
+    again = variant(moved, "More threads: use 2 intra-op threads.", False)
+    assert digest(moved) != digest(TRAIN.replace("import os\n", "import os\n" + threads)), "not caught by the AST"
+    kid = similar_sibling(lineage, store, base, "More threads: use 2 intra-op threads.", again)
+    assert kid is not None and kid.hypothesis.startswith("more threads")
+    other = variant(moved.replace("= 2", "= 4"), "more threads: use 4 intra-op threads", False)
+    assert similar_sibling(lineage, store, base, "more threads: use 4 intra-op threads", other) is None
+    assert similar_sibling(lineage, store, base, "fewer threads to cut contention", again) is None
