@@ -185,7 +185,8 @@ def markdown(cmp: Comparison, title: str = "Arms compared") -> str:
     for arm, a in cmp.arms.items():
         lines.append(f"| {arm} | " + " | ".join(str(a["outcomes"].get(w, 0)) for w in words) + " |")
     lines += ["", "Experiments: " + "; ".join(f"{arm}: {', '.join(a['experiments'])}" for arm, a in cmp.arms.items()),
-              "", "![best so far by trials](best_by_trials.png)", "",
+              "", "![best so far over each run's baseline](best_over_baseline.png)", "",
+              "![best so far by trials](best_by_trials.png)", "",
               "![best so far by compute](best_by_seconds.png)", "", "![failure mix](failure_mix.png)", ""]
     return "\n".join(lines)
 

@@ -21,25 +21,34 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _by_trials(cmp, out: Path) -> None:
+def _by_trials(cmp, out: Path, relative: bool = False) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
+
+    def value(r, x):
+        v = r.best_at(x)
+        return None if v is None or (relative and not r.baseline) else (v / r.baseline if relative else v)
+
     for i, arm in enumerate(cmp.arms):
         color = COLORS[i % len(COLORS)]
         runs = [r for r in cmp.runs if r.arm == arm]
         xs = list(range(cmp.budget + 1))
-        cols = [[r.best_at(x) for r in runs if r.best_at(x) is not None] for x in xs]
+        cols = [[value(r, x) for r in runs if value(r, x) is not None] for x in xs]
         mean = [sum(c) / len(c) if c else float("nan") for c in cols]
         ax.fill_between(xs, [min(c) if c else float("nan") for c in cols],
                         [max(c) if c else float("nan") for c in cols], color=color, alpha=0.15, step="post")
         for r in runs:
-            ax.step(xs, [r.best_at(x) for x in xs], where="post", color=color, alpha=0.35, lw=0.8)
+            ax.step(xs, [value(r, x) for x in xs], where="post", color=color, alpha=0.35, lw=0.8)
         ax.step(xs, mean, where="post", color=color, lw=2.2, label=f"{arm} (mean of {len(runs)})")
     ax.set_xlabel("budget trials")
-    ax.set_ylabel(f"best so far ({cmp.goal})")
-    ax.set_title("Best so far by trial budget (band: min-max over loop seeds)")
+    if relative:
+        ax.set_ylabel("best so far / the run's own baseline")
+        ax.set_title("Best so far over each run's baseline (band: min-max over loop seeds)")
+    else:
+        ax.set_ylabel(f"best so far ({cmp.goal})")
+        ax.set_title("Best so far by trial budget (band: min-max over loop seeds)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, out / "best_by_trials.png")
+    _save(fig, out / ("best_over_baseline.png" if relative else "best_by_trials.png"))
 
 
 def _by_seconds(cmp, out: Path) -> None:
@@ -78,11 +87,12 @@ def _failure_mix(cmp, out: Path) -> None:
     ax.set_xlim(0, 1.3)
     ax.set_xlabel("share of budget trials")
     ax.set_title("Failure mix per arm (all seeds)")
-    ax.legend(fontsize=7, ncol=4, loc="lower right")
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     _save(fig, out / "failure_mix.png")
 
 
 def plot_all(cmp, out: Path) -> None:
     _by_trials(cmp, out)
+    _by_trials(cmp, out, relative=True)
     _by_seconds(cmp, out)
     _failure_mix(cmp, out)

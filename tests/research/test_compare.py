@@ -40,7 +40,7 @@ def test_compare_cuts_arms_at_equal_budgets_and_writes_plots_and_tables(toy_reci
     run = next(r for r in data["runs"] if r["experiment"] == names[0])
     assert len(run["best_so_far"]) == 4 and run["best_so_far"][0] == run["baseline"]
     assert all(b <= a for a, b in zip(run["best_so_far"], run["best_so_far"][1:], strict=False)), "minimize: never worse"
-    for png in ("best_by_trials.png", "best_by_seconds.png", "failure_mix.png"):
+    for png in ("best_by_trials.png", "best_over_baseline.png", "best_by_seconds.png", "failure_mix.png"):
         assert (out / png).stat().st_size > 5000
     md = (out / "compare.md").read_text()
     assert "best at 2 trials" in md and "| generalist | 1 |" in md
