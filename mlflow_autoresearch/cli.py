@@ -158,6 +158,7 @@ BUILTIN_COMMANDS = {
     "sweep": "mlflow_autoresearch.sweep:sweep_command",
     "report": "mlflow_autoresearch.report:report_command",
     "compare": "mlflow_autoresearch.research._cli:compare_command",
+    "confirm": "mlflow_autoresearch.research._cli:confirm_command",
 }
 
 

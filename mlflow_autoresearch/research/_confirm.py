@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 TRANSFER_KIND = "transfer"
 TRANSFER = S.PREFIX + "transfer"  # one line on the trial: the latest transfer check's verdict
 TRANSFER_EVIDENCE = S.PREFIX + "transfer_evidence"
+TRANSFER_VERDICT = S.PREFIX + "transfer_verdict"  # holds | does not hold | unmeasured
 TRANSFER_OF = S.PREFIX + "transfer_of"
 TRANSFER_SEED_BASE = 20_000  # never one of a trial's own seeds, nor a keep decision's confirmation seeds
 
@@ -118,8 +119,8 @@ def confirm_trial(store: MlflowStore, trial: TrialRecord, recipe: Recipe, *, see
         metrics.update(effect=evidence.effect, effect_low=evidence.low, effect_high=evidence.high,
                        p_value=evidence.p_value)
     store.record_measurement(summary, tags={S.NOTE: _note(trial, ref, line, pairs, recipe), TRANSFER: line,
-                                            S.PREFIX + "transfer_verdict": verdict}, metrics=metrics)
-    store.set_tags(trial.run_id, {TRANSFER: S.clip(line, 1000),
+                                            TRANSFER_VERDICT: verdict}, metrics=metrics)
+    store.set_tags(trial.run_id, {TRANSFER: S.clip(line, 1000), TRANSFER_VERDICT: verdict,
                                   TRANSFER_EVIDENCE: S.clip(json.dumps(data, separators=(",", ":")))})
     say(line)
     return Transfer(trial, ref, profile, tuple(pairs), verdict, line, data, summary)
