@@ -90,7 +90,7 @@ def facts_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | Non
                      + (f"; vs {', '.join(vs)}" if vs else ""))
     for g in ev.gates:
         if g.observed is not None:
-            lines.append(f"gate {g.gate}: {g.observed:.6g}, margin {g.margin:+.6g}"
+            lines.append(f"gate {g.gate}: {g.observed:.6g}, margin {g.margin:+.6g}{_gate_certainty(ev, g)}"
                          + ("" if g.passed else f" (near-miss band {g.band:g})"))
     if ev.train_seconds is not None:
         lines.append(f"time: {ev.train_seconds:.2f} s per seed of the {lim.train_seconds:g} s limit (evaluator clock)")
@@ -99,6 +99,17 @@ def facts_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | Non
     if ev.error_tail:
         lines.append(f"error ({ev.error_type or 'no exception type'}), last lines:\n" + "\n".join(ev.error_tail.splitlines()[-8:]))
     return "\n".join(lines)
+
+
+def _gate_certainty(ev: Evaluation, g) -> str:
+    """How sure the gate's call is: its margin's standard error over the seeds, and the chance it truly passes."""
+    from statistics import NormalDist
+
+    std, n = ev.metrics.get(f"{g.metric}_std"), int(ev.metrics.get("seeds", 1))
+    if not std or n < 2:
+        return ""
+    se = std / n**0.5
+    return f" ± {se:.2g} (P(pass) ≈ {NormalDist().cdf(g.margin / se):.2f} over {n} seeds)"
 
 
 def note_markdown(trial: TrialRecord, feedback: str, patch: str, parent: TrialRecord | None) -> str:

@@ -38,6 +38,7 @@ from scipy import stats
 _SIM_PATHS = 100_000
 _SHAPE = 0.25  # Wang-Tsiatis Delta: 0 is O'Brien-Fleming (late), 0.5 Pocock (flat)
 HISTORY = 40  # the incumbent's most recent measurements used (older ones add little)
+SIGMA_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,14 @@ def gls(w: Windows, sigma: float, drift: float, sign: int) -> tuple[float, float
             code.append(c)
             window.append(wid)
         wid += 1
+    sigma = max(sigma, SIGMA_FLOOR)  # a deterministic score (sigma 0) is measured exactly, not infinitely well
     y = np.asarray(ys)
     x = np.stack([np.asarray(code, float), 1.0 - np.asarray(code, float)], axis=1)
     zw = np.asarray(window)
     v = sigma**2 * np.eye(len(y)) + drift**2 * (zw[:, None] == zw[None, :])
     vi = np.linalg.inv(v)
     xtv = x.T @ vi
-    cov = np.linalg.inv(xtv @ x)
+    cov = np.linalg.pinv(xtv @ x)
     beta = cov @ (xtv @ y)
     contrast = np.array([1.0, -1.0]) * sign
     return float(contrast @ beta), float(math.sqrt(max(contrast @ cov @ contrast, 1e-24)))

@@ -77,11 +77,12 @@ class InMemoryStore(LineageStore):
             run.status, run.end = status, int(time.time() * 1000)
             return self._record(run)
 
-    def record_decision(self, run_id, tags, artifacts):
+    def record_decision(self, run_id, tags, artifacts, metrics=None):
         with self._lock:
             run = self._run(run_id)
             check_decision(self._record(run), tags)
             self._put_tags(run, tags)
+            run.metrics.update(metrics or {})
             for path, text in artifacts.items():
                 run.artifacts[path] = text.encode()
             run.end = int(time.time() * 1000)

@@ -299,13 +299,13 @@ class MlflowStore(LineageStore):
                 shutil.copyfile(local, dest)
             self.client.log_artifacts(run_id, tmp)
 
-    def record_decision(self, run_id, tags, artifacts):
+    def record_decision(self, run_id, tags, artifacts, metrics=None):
         try:
             run = self.client.get_run(run_id)
             check_decision(self._to_record(run), tags)
             for path, text in artifacts.items():
                 self.client.log_text(run_id, text, path)
-            self._log_batch(run_id, tags, {})
+            self._log_batch(run_id, tags, dict(metrics or {}))
             # A new end time, so that incremental syncs (end_time >= watermark) see the decision.
             self.client.set_terminated(run_id, run.info.status, end_time=int(time.time() * 1000))
             return self.get(run_id)

@@ -57,8 +57,11 @@ class LineageStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def record_decision(self, run_id: str, tags: Mapping[str, str], artifacts: Mapping[str, str]) -> TrialRecord:
+    def record_decision(self, run_id: str, tags: Mapping[str, str], artifacts: Mapping[str, str],
+                        metrics: Mapping[str, float] | None = None) -> TrialRecord:
         """Write the decision tags (:data:`~mlflow_autoresearch.schema.DECISION_TAGS`) of a measured trial, once.
+
+        ``metrics``: what the decision cost (``confirm_seconds``, ``confirm_runs``).
 
         Raises StoreError when the trial has no outcome yet or already has a
         decision.  Readers that sync incrementally see the change (the run's

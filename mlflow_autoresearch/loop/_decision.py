@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,8 +94,11 @@ def decide_trial(store: LineageStore, recipe: Recipe, trial: TrialRecord, *, mea
         return trial
     lineage = Lineage([t for t in store.trials() if t.run_id != trial.run_id], recipe.metric.goal,
                       recipe.acceptance.scale)
+    t0 = time.monotonic()
     verdict, incumbent = _verdict(store, recipe, trial, lineage, measurer)
-    record = _record(store, trial, verdict, lineage)
+    cost = {"confirm_seconds": time.monotonic() - t0, "confirm_runs": float(verdict.evidence.confirm_runs)} \
+        if verdict.evidence.pairs else {}
+    record = _record(store, trial, verdict, lineage, cost)
     if incumbent is not None and verdict.evidence.pairs:
         _demote_if_needed(store, recipe, incumbent, echo)
     if echo and verdict.evidence.pairs:
@@ -103,7 +107,8 @@ def decide_trial(store: LineageStore, recipe: Recipe, trial: TrialRecord, *, mea
     return record
 
 
-def _record(store: LineageStore, trial: TrialRecord, verdict: Verdict, lineage: Lineage) -> TrialRecord:
+def _record(store: LineageStore, trial: TrialRecord, verdict: Verdict, lineage: Lineage,
+            cost: dict[str, float]) -> TrialRecord:
     facts = trial.tags.get(S.FACTS, "") or f"outcome: {trial.outcome.value if trial.outcome else '?'}"
     feedback = f"{facts}\ndecision: {verdict.decision.value} — {verdict.reason}"
     parent = lineage.by_id.get(trial.parent_id) if trial.parent_id else None
@@ -119,7 +124,7 @@ def _record(store: LineageStore, trial: TrialRecord, verdict: Verdict, lineage: 
     }
     decision_json = json.dumps({"decision": verdict.decision.value, "reason": verdict.reason,
                                 "evidence": evidence, "noise": lineage.noise_model.describe()}, indent=2)
-    return store.record_decision(trial.run_id, tags, {S.DECISION_JSON: decision_json})
+    return store.record_decision(trial.run_id, tags, {S.DECISION_JSON: decision_json}, cost)
 
 
 def _demote_if_needed(store: LineageStore, recipe: Recipe, incumbent: TrialRecord,
