@@ -10,10 +10,11 @@ spent), and :func:`write_report` writes the PNG plots, ``compare.md``,
 Budget trials are the trials a loop's budget counts: not the baseline, not a
 refused duplicate, not a harness error.  Compute is the evaluator's
 ``total_seconds`` of each evaluated trial (the baseline's included, so that
-every run starts at the compute its baseline took); a trial refused before
-evaluation costs none.  Best-so-far is the score of the best kept trial
-(each keep beat the best before it by the recipe's margin), starting at the
-baseline's score.
+every run starts at the compute its baseline took), plus the seconds of the
+confirmation seeds its keep decision ran (``confirm_seconds``); a trial
+refused before evaluation costs none.  Best-so-far is the score of the best
+kept trial (each keep beat the best before it under the keep rule), starting
+at the baseline's score.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from mlflow_autoresearch.research._lessons import counted
 
 
 def compute_seconds(t: TrialRecord) -> float:
+    """The evaluator-seconds a trial cost: its evaluation, plus the confirmation seeds of its keep decision."""
     v = t.metrics.get("total_seconds")
     if v is None or math.isnan(v):
         v = t.metrics.get("train_seconds", 0.0) * (t.metrics.get("seeds", 1.0) or 1.0)
-    return 0.0 if v is None or math.isnan(v) else float(v)
+    confirm = t.metrics.get("confirm_seconds", 0.0) or 0.0
+    return (0.0 if v is None or math.isnan(v) else float(v)) + (0.0 if math.isnan(confirm) else float(confirm))
 
 
 @dataclass(frozen=True)
