@@ -125,6 +125,14 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @click.option("--steering-file", default=None, help="A note every specialist reads at its next proposal.")
 @click.option("--sweep-points", type=int, default=None, help="Optuna points after each kept trial with knobs.")
 @click.option("--sweep-storage", default=None, help="Optuna storage URL [default: optuna.db beside mlflow.db].")
+@click.option("--arm", default=None,
+              help="Ablation arm: default, lineage-off (specialists see only the parent), generalist (one role "
+                   "with every brief) or generic:N (N unnamed roles); its own experiment <recipe>-<arm> unless "
+                   "--experiment [default: default].")
+@click.option("--lessons-every", type=int, default=None,
+              help="An analyst writes a lessons note every K trials; specialists read the latest [default: 0, off].")
+@click.option("--lessons-from", multiple=True, default=None,
+              help="Import the lessons and kept changes of this experiment (repeatable).")
 @handles_errors
 def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
     """Run the propose-measure-revise loop on a recipe."""
@@ -162,6 +170,8 @@ BUILTIN_COMMANDS = {
     "init": "mlflow_autoresearch.onboard:init_command",
     "sweep": "mlflow_autoresearch.sweep:sweep_command",
     "report": "mlflow_autoresearch.report:report_command",
+    "compare": "mlflow_autoresearch.research._cli:compare_command",
+    "confirm": "mlflow_autoresearch.research._cli:confirm_command",
 }
 
 

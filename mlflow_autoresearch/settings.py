@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     sweep_storage: str | None = Field(default=None, description="Optuna storage URL [default: optuna.db beside mlflow.db]")
     sweep_sampler: str = Field(default="tpe", pattern=r"^(tpe|random)$")
     lease_seconds: float = Field(default=120, ge=5)
+    arm: str = Field(default="default", pattern=r"^(default|lineage-off|generalist|generic(:\d{1,3})?)$",
+                     description="ablation arm: default, lineage-off, generalist or generic:N")
+    lessons_every: int = Field(default=0, ge=0, description="an analyst writes a lessons note every K trials (0: never)")
+    lessons_from: tuple[str, ...] = Field(default=(), description="experiments whose lessons and kept changes to import")
 
 
 def make_settings(**values: object) -> Settings:

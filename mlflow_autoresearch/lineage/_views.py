@@ -263,6 +263,8 @@ class Lineage:
         head = f"- {t.short} [{t.specialist}] {t.outcome.value if t.outcome else t.status}"
         head += f"/{t.decision}" if t.decision else ""
         head += f" score {_fmt(t.score)}: {_cell(t.hypothesis, 100)}"
+        if t.tags.get(S.PREFIX + "transfer_verdict"):  # autoresearch confirm
+            head += f" [transfer: {t.tags[S.PREFIX + 'transfer_verdict']}]"
         if feedback and t.feedback:
             head += f"\n  feedback: {_cell(t.feedback, 300)}"
         return head[: ROW_CHARS + (320 if feedback else 0)]
@@ -280,6 +282,8 @@ def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int
              f"{lineage.by_id[t.parent_id].short if t.parent_id in lineage.by_id else '—'}",
              f"outcome: {t.outcome.value if t.outcome else t.status}; decision: {t.decision}; score: {_fmt(t.score)}",
              f"hypothesis: {t.hypothesis}", f"feedback: {t.feedback}"]
+    if t.tags.get(S.PREFIX + "transfer"):  # `autoresearch confirm`: the gain re-checked at another profile
+        parts.append(t.tags[S.PREFIX + "transfer"])
     diff = store.read_artifact(t.run_id, S.PATCH) or ""
     parts.append("### patch.diff\n```diff\n" + _bound(diff, 4000) + "\n```")
     for name in ("seed0.stderr.txt", "seed0.stdout.txt"):

@@ -32,6 +32,8 @@ from mlflow_autoresearch.loop._policy import Choice, Policy
 from mlflow_autoresearch.loop._slots import detect_slots
 from mlflow_autoresearch.outcome import Decision, Outcome
 from mlflow_autoresearch.recipe import Recipe
+from mlflow_autoresearch.research import DUPLICATE_OF, Research, parse_arm
+from mlflow_autoresearch.research._analyst import analyst_for
 from mlflow_autoresearch.settings import Settings, tracking_uri
 from mlflow_autoresearch.specialists import (
     Proposal,
@@ -43,7 +45,7 @@ from mlflow_autoresearch.specialists import (
     resolve_agent,
     roster,
 )
-from mlflow_autoresearch.trial import BASELINE, create_trial, recipe_files
+from mlflow_autoresearch.trial import BASELINE, create_trial, make_patch, recipe_files
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +103,21 @@ class Loop:
                              "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.echo = echo or (lambda m: logger.info("%s", m))
         self.uri = tracking_uri(settings.tracking_uri)
-        self.store = store or MlflowStore(settings.experiment or recipe.name, self.uri)
+        arm = parse_arm(settings.arm)
+        self.store = store or MlflowStore(settings.experiment or arm.experiment(recipe.name), self.uri)
         if hasattr(self.store, "check_write_access"):
             self.store.check_write_access()  # a reader is refused before any trial starts
         self.agent = resolve_agent(settings.agent, provider=settings.provider, base_url=settings.anthropic_base_url) \
             if specialist is None else getattr(specialist, "backend", "custom")
         self.specialist = specialist or make_specialist(self.agent, **_backend_options(settings, self.agent))
-        self.roles = roster(recipe)
-        self.policy = Policy(self.roles, settings.seed)
         self.slots = detect_slots(settings.slots)
         self.owner = new_owner()
+        self.research = Research(recipe, self.store, arm=arm, lessons_every=settings.lessons_every,
+                                 lessons_from=tuple(settings.lessons_from),
+                                 analyst=analyst_for(self.agent, self.specialist), owner=self.owner,
+                                 seed=settings.seed, echo=self.echo, on_usage=self._on_usage)
+        self.roles = self.research.roles(roster(recipe))
+        self.policy = Policy(self.roles, settings.seed)
         self.leases = LeaseKeeper(self.store, self.owner, settings.lease_seconds)
         self.evaluations = Evaluations(
             self.store, recipe, tracking_uri=self.uri, experiment_id=getattr(self.store, "experiment_id", None),
@@ -131,12 +138,14 @@ class Loop:
     # ----- budget -----------------------------------------------------------
     def _mine(self, lineage: Lineage) -> list[TrialRecord]:
         return [t for t in lineage.trials if t.worker == self.settings.worker and t.specialist != BASELINE
-                and t.outcome is not Outcome.HARNESS_ERROR]
+                and t.outcome is not Outcome.HARNESS_ERROR and DUPLICATE_OF not in t.tags]
 
     def _budget_reason(self, created: int, start: float) -> str | None:
         s = self.settings
         if self._stop:
             return self._stop
+        if (dup := self.research.stop_reason()) is not None:
+            return dup
         if created >= s.trials:
             return f"trial budget reached ({s.trials} trials)"
         if s.wall_seconds and time.monotonic() - start >= s.wall_seconds:
@@ -206,8 +215,9 @@ class Loop:
     def _context(self, choice: Choice, lineage: Lineage) -> ProposalContext:
         return ProposalContext(
             recipe=self.recipe, role=choice.role, parent=choice.parent, parent_files=self._code(choice.parent.run_id),
-            lineage=lineage, store=self.store, steering=read_steering(self.settings, self.store),
-            saturation=choice.saturation, rng_seed=self.settings.seed, on_usage=self._on_usage)
+            lineage=self.research.view(lineage, choice.parent), store=self.store,
+            steering=read_steering(self.settings, self.store), saturation=self.research.saturation(choice.saturation),
+            rng_seed=self.research.rng_seed(), on_usage=self._on_usage, lessons=self.research.lessons())
 
     def _propose(self, choice: Choice, lineage: Lineage) -> TrialRecord:
         """Runs in a proposer thread: ask the specialist, check, record the trial."""
@@ -223,22 +233,27 @@ class Loop:
             raise _Abandoned()
         reason, outcome = proposal.invalid_reason, Outcome.INVALID_PROPOSAL
         files = dict(proposal.files) if proposal.files else dict(ctx.parent_files)
+        extra = {S.PREFIX + "choice": choice.why, **self.research.trial_tags(files)}
         if reason is None:
             fresh = self.lineage()
             digest = code_digest(files)
-            twin = next((t for t in fresh.trials if t.code_sha256 == digest), None)
-            if twin is not None:
-                reason = f"duplicate: this exact code was already evaluated as {twin.short}"
+            # Same code, or the same change in effect: refused before evaluation, naming the earlier trial,
+            # without using up the budget (see mlflow_autoresearch.research._dedup).
+            dup = self.research.duplicate(fresh, files, choice.parent, proposal.hypothesis,
+                                          make_patch(ctx.parent_files, files))
+            if dup is not None:
+                twin, reason = dup
+                extra[DUPLICATE_OF] = twin.run_id if twin is not None else "in-flight"
             elif not self.store.claim(f"code/{digest}", uuid.uuid4().hex):
                 # Two proposals in flight reached the same code: the claim lets exactly one run it.
                 reason = "duplicate: another proposal in flight submitted this exact code"
+                extra[DUPLICATE_OF] = "in-flight"
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     write_snapshot(files, Path(tmp))
                     pre = check_code(self.recipe, Path(tmp))
                 if pre is not None:
                     outcome, reason = pre
-        extra = {S.PREFIX + "choice": choice.why}
         artifacts = {S.PROPOSAL_JSON: json.dumps({
             "specialist": proposal.specialist, "hypothesis": proposal.hypothesis,
             "expected_effect": proposal.expected_effect, "parent": choice.parent.run_id, "choice": choice.why,
@@ -308,6 +323,7 @@ class Loop:
         score = "—" if t.score is None else f"{t.score:.4g}"
         mix = " ".join(f"{k}:{v}" for k, v in sorted(self._outcomes.items()))
         best_s = f"{best.score:.4g} ({best.short})" if best and best.score is not None else "—"
+        self.research.after_trial(lineage)
         self.echo(f"[{t.short} {t.specialist}] {t.outcome.value if t.outcome else t.status} {score} → {t.decision}"
                   f" | trials {created}/{self.settings.trials} | best {best_s} | {mix}"
                   f" | slots {busy}/{len(self.slots)} busy | ${self._dollars:.2f}")
@@ -328,6 +344,7 @@ class Loop:
             reason = self._main(start)
         finally:
             self.leases.close()
+            self.research.close()
             self._restore_signals(old)
         lineage = self.lineage()
         result = LoopResult(stop_reason=reason, trials=len(self._mine(lineage)), best=lineage.best,
@@ -403,7 +420,8 @@ class Loop:
                         trial = self._proposal_done(fut, choice)
                         if trial is None:
                             continue
-                        created += 1
+                        if not self.research.refused(trial):
+                            created += 1
                         if trial.outcome is None:
                             ready.append(trial)
                         else:

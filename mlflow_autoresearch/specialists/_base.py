@@ -88,6 +88,7 @@ class ProposalContext:
     steering: str = ""  # the user's steering note, read fresh for every proposal
     saturation: str = ""  # a note when this role's recent trials moved the score less than the noise
     rng_seed: int = 0
+    lessons: str = ""  # the latest lessons note (and any imported lessons), from mlflow_autoresearch.research
     trace_run_id: str | None = None  # an MLflow run to link model-call traces to
     on_usage: Callable[[Usage], None] | None = field(default=None, compare=False)
 

@@ -145,6 +145,7 @@ class OfflineSpecialist:
                 speed: bool, tight: bool, stats: Mapping[str, float]) -> list[_Plan]:
         out: list[_Plan] = []
         steer = _steering_words(ctx.steering)
+        helped, tired = _lesson_hints(ctx.lessons)
         ordered = ctx.role.name not in catalogue().unordered_roles
         for c in found:
             fam = _family_rank(c, families)
@@ -156,11 +157,13 @@ class OfflineSpecialist:
                 tier = _tier(c, speed, tight, paired=bool(suffix))
                 words = set(re.findall(r"[a-z0-9]+", f"{c.move} {c.what}".lower()))
                 boost = -2.0 if steer & words else 0.0
+                boost += -1.5 if c.move in helped else 0.0  # the lessons note: a move that helped (here or imported)
                 saturated = 0 if (not ctx.saturation or c.structural) else 1
                 penalty = stats.get(c.move, 0.0)
                 outside = fam >= len(families)
                 # own fresh moves, then other families' fresh moves, then moves that already lost on this line
-                group = 2 if penalty >= STALE else int(outside)
+                # ... and a family the lessons note calls exhausted goes with the moves that already lost
+                group = 2 if penalty >= STALE or c.family in tired else int(outside)
                 # near the gate, the gentler of a cut's variants (x0.75 before x0.5) goes first
                 gentle = -1.5 if tight and "cut" in c.effects and _factor(c.variant) >= 0.7 else 0.0
                 key = ((group, fam, tier) if ordered else (group, tier, fam)) + (
@@ -403,6 +406,14 @@ def _failure_summary(t: TrialRecord) -> str:
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _lesson_hints(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    if not text:
+        return frozenset(), frozenset()
+    from mlflow_autoresearch.research._lessons import hints
+
+    return hints(text)
 
 
 def _steering_words(steering: str) -> set[str]:

@@ -129,6 +129,7 @@ def first_turn(ctx: ProposalContext) -> str:
                      for rel in ctx.recipe.editable if rel in ctx.parent_files)
     values = {
         "steering": message("steering", note=ctx.steering.strip()) if ctx.steering.strip() else "",
+        "lessons": message("lessons", note=ctx.lessons.strip()) if ctx.lessons.strip() else "",
         "lineage": ctx.lineage.render(ctx.role.name),
         "parent_name": p.name,
         "parent_outcome": p.outcome.value if p.outcome else p.status,

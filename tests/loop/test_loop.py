@@ -18,7 +18,9 @@ def test_loop_in_process_keeps_discards_and_repairs(toy_recipe, mlflow_store):
     lines: list[str] = []
     result = run_loop(recipe, settings, store=mlflow_store, specialist=ScriptedSpecialist(), echo=lines.append)
     trials = mlflow_store.trials()
-    assert [t.number for t in trials] == list(range(13))  # baseline + 12, unique and dense
+    assert [t.number for t in trials] == list(range(len(trials)))  # unique and dense
+    # baseline + 12 of budget; a proposal that repeats earlier code is refused free (autoresearch.duplicate_of)
+    assert len([t for t in trials if "autoresearch.duplicate_of" not in t.tags]) == 13
     assert result.trials == 12 and "trial budget" in result.stop_reason
     assert all(t.finished for t in trials)
     assert trials[0].decision == "baseline"
@@ -41,7 +43,7 @@ def test_loop_resumes_to_exact_budget(toy_recipe, mlflow_store):
     again = make_settings(trials=5, in_process=True, tracking_uri=mlflow_store.tracking_uri)
     result = run_loop(recipe, again, store=mlflow_store, specialist=ScriptedSpecialist(), echo=lambda m: None)
     trials = mlflow_store.trials()
-    assert result.trials == 5 and len(trials) == 6
+    assert result.trials == 5 and len([t for t in trials if "autoresearch.duplicate_of" not in t.tags]) == 6
     evaluated = [t for t in trials if t.outcome is not Outcome.INVALID_PROPOSAL]
     assert len({t.code_sha256 for t in evaluated}) == len(evaluated), "no code evaluated twice"
     assert sum(t.decision == "baseline" for t in trials) == 1
