@@ -39,7 +39,7 @@ PROPOSAL_JSON = "proposal.json"
 TRANSCRIPT = "agent/transcript.json"
 
 # Metrics the evaluator measures itself; a script can never set them.
-EVALUATOR_METRICS = ("train_seconds", "artifact_bytes", "eval_seconds", "total_seconds", "peak_memory_mb")
+EVALUATOR_METRICS = ("train_seconds", "artifact_bytes", "eval_seconds", "total_seconds", "peak_memory_mb", "cpu_seconds")
 
 TAG_LIMIT = 8000  # MLflow truncates longer tag values silently
 FEEDBACK_TAG_LIMIT = 1500

@@ -42,9 +42,14 @@ def parse_text(text: str, regexes: dict[str, str] | None = None) -> dict[str, li
 
 def parse_json_file(path: Path) -> dict[str, list[float]]:
     """Metrics from a JSON object ``{name: number}``; anything else is ignored."""
+    from mlflow_autoresearch.evaluator._sandbox import read_trial_file
+
+    raw = read_trial_file(path, 1_000_000)  # never a link (to a root-only file), a FIFO or /dev/zero
+    if raw is None:
+        return {}
     try:
-        data = json.loads(path.read_text()[:1_000_000])
-    except (OSError, ValueError):
+        data = json.loads(raw.decode(errors="replace"))
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}
