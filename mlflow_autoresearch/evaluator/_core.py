@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow_autoresearch._errors import HarnessError
+from mlflow_autoresearch._errors import SandboxError
 from mlflow_autoresearch._pysource import check_compiles
 from mlflow_autoresearch.evaluator import _data
 from mlflow_autoresearch.evaluator._metrics import (
@@ -480,7 +480,7 @@ def evaluate_code(
             # Read the error while the workspace (and its logs) still exists.
             stop_error = error_summary(s.result.stderr()) if s.result else (None, "")
             if s.outcome is Outcome.HARNESS_ERROR and s.result is not None and s.result.limit == "sandbox":
-                raise HarnessError(s.reason) from None
+                raise SandboxError(s.reason) from None
         finally:
             if keep_logs_in is not None:
                 keep_logs_in.mkdir(parents=True, exist_ok=True)
@@ -513,6 +513,19 @@ def evaluate_code(
         return Evaluation(outcome=Outcome.GATE_FAILED, reason="; ".join(parts), score=score, gates=gates, **common)
     return Evaluation(outcome=Outcome.OK, reason=f"{recipe.metric.name} = {score:.6g} over {len(seed_metrics)} seed(s)",
                       score=score, gates=gates, **common)
+
+
+def watchdog_seconds(recipe: Recipe, seeds: int | None = None) -> float:
+    """The longest one evaluation may take before its run is ended as ``harness_error`` whatever happens.
+
+    Every limit the evaluator enforces, summed, plus a margin for its own work.
+    """
+    lim, n = recipe.limits, seeds or recipe.seeds
+    per_seed = lim.train_seconds + (lim.eval_seconds if recipe.evaluate else 0) + 2 * (lim.grace_seconds + 60)
+    steps = (lim.preflight_seconds + lim.grace_seconds + 60 if recipe.preflight else 0) + n * per_seed
+    if lim.total_seconds:
+        steps = min(steps, lim.total_seconds + n * 2 * (lim.grace_seconds + 60))
+    return lim.prepare_seconds + 120 + steps
 
 
 def _aggregate(seed_metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -78,7 +78,9 @@ _EXC = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|F
 
 def error_summary(stderr: str, max_lines: int = 25) -> tuple[str | None, str]:
     """The exception type (if a Python traceback ended the output) and the last lines."""
-    lines = [ln for ln in stderr.rstrip().splitlines() if ln.strip()]
+    from mlflow_autoresearch._untrusted import clean
+
+    lines = [ln for ln in clean(stderr).rstrip().splitlines() if ln.strip()]
     exc_type = None
     for ln in reversed(lines[-50:]):
         m = _EXC.match(ln.strip())

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow_autoresearch._errors import HarnessError
+from mlflow_autoresearch._errors import HarnessError, SandboxError
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def check_trial_interpreter(workspace: Workspace | None = None) -> None:
     calls it; every evaluation calls it before its first step.
 
     Raises:
-        HarnessError: the trial uid cannot run the interpreter; the message
+        SandboxError: (a HarnessError, exit code 2) the trial uid cannot run the interpreter; the message
             names the interpreter, what failed and the fix.  Never falls back
             to running trials with more rights.
     """
@@ -288,7 +288,7 @@ def check_trial_interpreter(workspace: Workspace | None = None) -> None:
         if r.returncode != 0 or prefix != sys.prefix or (ws.identity and seen_uid != uid):
             fatal = [n[6:] for n in r.notes if n.startswith("fatal:")]
             why = "; ".join(fatal) or (err.splitlines()[-1] if err else f"exit code {r.returncode}")
-            raise HarnessError(
+            raise SandboxError(
                 f"the sandbox's trial uid {uid} cannot run {sys.executable} inside the sandbox ({why}). "
                 f"Fix: make the interpreter's folders readable and traversable by other users "
                 f"(e.g. chmod o+rx on {sys.prefix} and chmod o+x on each folder above it), or run the evaluator "
