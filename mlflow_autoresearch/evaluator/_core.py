@@ -267,21 +267,31 @@ def _failure(step: str, r: ProcessResult, recipe: Recipe, wall_limit: float) -> 
     return None
 
 
+ARTIFACT_DEPTH = 32  # artifact globs never reach deeper; a trial's deeper folders are not walked
+
+
 def _artifact_files(recipe: Recipe, workdir: Path) -> list[str]:
     """Relative paths of the regular files training wrote that the recipe's ``artifact.files`` globs match.
 
-    Walks without following links; never matches through a symlinked folder.
+    Walks iteratively, ARTIFACT_DEPTH folders deep at most, without following links.
     """
-    found = []
     patterns = recipe.artifact.files
-    if not patterns:
-        return found
-    for dirpath, dirnames, filenames in os.walk(workdir):
-        base = Path(dirpath).relative_to(workdir).as_posix()
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-        for f in filenames:
-            rel = f if base == "." else f"{base}/{f}"
-            if any(fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(rel, pat.replace("**/", "")) for pat in patterns):
+    found: list[str] = []
+    stack: list[tuple[str, str, int]] = [(str(workdir), "", 0)] if patterns else []
+    while stack:
+        path, rel_dir, depth = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for e in entries:
+            rel = f"{rel_dir}{e.name}"
+            if e.is_dir(follow_symlinks=False):
+                if depth < ARTIFACT_DEPTH:
+                    stack.append((e.path, rel + "/", depth + 1))
+            elif e.is_file(follow_symlinks=False) and any(
+                    fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(rel, pat.replace("**/", ""))
+                    for pat in patterns):
                 found.append(rel)
     return sorted(found)
 
@@ -443,7 +453,10 @@ def evaluate_code(
                     artifacts = ev_dir / "artifacts"
                     artifacts.mkdir(mode=0o755)
                     size = _collect_artifacts(recipe, code_dir, wd, artifacts, lim.disk_bytes)
+                    # Training's folder is gone before the evaluation starts: nothing of it but the
+                    # copied artifacts can be read, even where both steps run as one user.
                     ws.take_back(wd)
+                    remove_tree(wd)
                     er = run(f"seed{seed}-eval", recipe.evaluate, ev_dir, min(lim.eval_seconds, max(remaining(), 1)),
                              {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_ARTIFACT_DIR": str(artifacts)},
                              _data.evaluation_view(recipe, ev_dir), for_eval=True)
@@ -458,7 +471,7 @@ def evaluate_code(
                 else:
                     size = _collect_artifacts(recipe, code_dir, wd, None, lim.disk_bytes)
                     ws.take_back(wd)
-                remove_tree(wd)  # the next seed's disk limit counts the whole workspace
+                    remove_tree(wd)  # the next seed's disk limit counts the whole workspace
                 sizes.append(size)
 
                 for name in EVALUATOR_METRICS:

@@ -252,7 +252,7 @@ def sandbox_level() -> str:
 
 
 _CHECKED: set[tuple] = set()
-_CHECK_PY = "import encodings, json, os, sys; print(json.dumps([sys.prefix, os.getuid()]))"
+_CHECK_PY = "import encodings, json, os, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.version, os.getuid()]))"
 
 
 def check_trial_interpreter(workspace: Workspace | None = None) -> None:
@@ -282,10 +282,12 @@ def check_trial_interpreter(workspace: Workspace | None = None) -> None:
         err = r.stderr().strip()
         uid = ws.identity[0] if ws.identity else os.geteuid()
         try:
-            prefix, seen_uid = json.loads(out[-1]) if out else (None, None)
+            *seen, seen_uid = json.loads(out[-1]) if out else (None, None, None, None)
         except ValueError:
-            prefix, seen_uid = None, None
-        if r.returncode != 0 or prefix != sys.prefix or (ws.identity and seen_uid != uid):
+            seen, seen_uid = [], None
+        # The same interpreter, not merely one: a libpython the uid cannot reach makes the loader fall
+        # back to the system's, which then runs with another standard library.
+        if r.returncode != 0 or seen != [sys.prefix, sys.base_prefix, sys.version] or (ws.identity and seen_uid != uid):
             fatal = [n[6:] for n in r.notes if n.startswith("fatal:")]
             why = "; ".join(fatal) or (err.splitlines()[-1] if err else f"exit code {r.returncode}")
             raise SandboxError(

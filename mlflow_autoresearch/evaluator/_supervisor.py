@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import sys
 import threading
 import time
@@ -164,22 +165,40 @@ def _descendants(root: int, table: dict[int, tuple[int, str, int]]) -> list[int]
 
 
 def _dir_bytes(paths: str | list[str], cap_entries: int = 200_000) -> int:
+    """Bytes on disk under ``paths``, however deep (walked by directory descriptors, no path length limit)."""
     total, seen = 0, 0
-    stack = [paths] if isinstance(paths, str) else list(paths)
-    while stack and seen < cap_entries:
+    for path in [paths] if isinstance(paths, str) else paths:
         try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    seen += 1
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += st.st_blocks * 512
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
+        stack = [fd]  # open descriptors of folders still to list: at most depth x breadth of the frontier
+        while stack:
+            fd = stack.pop()
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        seen += 1
+                        if seen > cap_entries:
+                            break
+                        try:
+                            st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+                        except OSError:
+                            continue
+                        total += st.st_blocks * 512
+                        if stat.S_ISDIR(st.st_mode):
+                            try:
+                                stack.append(os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
+                            except OSError:
+                                pass  # out of descriptors: this folder goes uncounted
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            if seen > cap_entries:
+                for rest in stack:
+                    os.close(rest)
+                break
     return total
 
 
