@@ -46,6 +46,8 @@ SAFE_ENV = (
     "AUTORESEARCH_DATA_DIR",  # where recipes cache their datasets (a path, never a secret)
 )
 SANDBOX_USER_ENV = "AUTORESEARCH_SANDBOX_USER"
+# "0" turns the per-trial cgroup off (to exercise the sweep that stands in where the kernel offers none).
+CGROUP_ENV = "AUTORESEARCH_CGROUP"
 # The recipes' dataset cache: $AUTORESEARCH_DATA_DIR, else this.  Trials see it read-only, even
 # when it lies under /tmp or /var/tmp, which are otherwise private to each trial.
 DEFAULT_DATA_DIR = "/var/tmp/autoresearch-data"
@@ -442,6 +444,7 @@ class Workspace:
             "uid": identity[0] if identity else None,
             "gid": identity[1] if identity else None,
             "sweep_uid": self.leased,
+            "cgroup": os.environ.get(CGROUP_ENV, "1") != "0",
             "stdout_path": str(self.logs / f"{name}.stdout.txt"),
             "stderr_path": str(self.logs / f"{name}.stderr.txt"),
             "pid_path": str(self.logs / f"{name}.pid"),

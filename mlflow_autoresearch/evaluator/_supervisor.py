@@ -623,7 +623,8 @@ def supervise(spec: dict) -> dict:
     out = Capture(lim["output_bytes"], spec["stdout_path"])
     err = Capture(lim["output_bytes"], spec["stderr_path"])
     status_r, status_w = os.pipe()
-    cgroup = Cgroup.create(lim.get("memory_bytes"), lim["processes"]) if spec.get("uid") is not None else None
+    cgroup = (Cgroup.create(lim.get("memory_bytes"), lim["processes"])
+              if spec.get("uid") is not None and spec.get("cgroup", True) else None)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(

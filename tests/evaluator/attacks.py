@@ -178,7 +178,7 @@ EVALUATE_FIFO = HONEST + "import os\nos.remove('evaluate.py')\nos.mkfifo('evalua
 DEEP = HONEST + """
 import os
 fd = os.open('.', os.O_RDONLY)
-for _ in range(1200):  # past Python's recursion limit (the review used 5,000; rmdir costs ~5 ms here)
+for _ in range(1100):  # past Python's recursion limit (the review used 5,000; rmdir costs ~5 ms here)
     os.mkdir('d', dir_fd=fd)
     nfd = os.open('d', os.O_RDONLY, dir_fd=fd)
     os.close(fd)
