@@ -308,26 +308,42 @@ class Recipe(_Model):
         ``mlruns/``, caches and outputs never become trial code, so they never
         trip the integrity check either.
         """
-        ignores = ignore_patterns(self.root)
+        found, _ = self.files_in(self.root, ignores=ignore_patterns(self.root))
+        found.update(rel for rel in (*self.editable, *self.protected) if (self.root / rel).is_file())
+        yield from sorted(found)
+
+    def files_in(self, folder: Path, ignores: tuple[str, ...] | None = None) -> tuple[set[str], set[str]]:
+        """(regular files, symbolic links) of ``folder`` that could be trial code, as relative paths.
+
+        Leaves out what :func:`in_snapshot`, the ignore list (the recipe folder's
+        by default) and the ``data.local`` folders leave out; never follows a link.
+        """
+        ignores = ignore_patterns(self.root) if ignores is None else ignores
         local = {PurePosixPath(d).parts for d in self.data.local}
-        found = set()
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            base = Path(dirpath).relative_to(self.root).as_posix()
+        files: set[str] = set()
+        links: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(folder):
+            base = Path(dirpath).relative_to(folder).as_posix()
             keep = []
             for d in dirnames:
                 rel = d if base == "." else f"{base}/{d}"
-                if (PurePosixPath(rel).parts not in local and not _ignored(rel, True, ignores)
-                        and not os.path.islink(os.path.join(dirpath, d))):
+                if PurePosixPath(rel).parts in local or _ignored(rel, True, ignores) or not in_snapshot(rel + "/x"):
+                    continue
+                if os.path.islink(os.path.join(dirpath, d)):
+                    links.add(rel)
+                else:
                     keep.append(d)
             dirnames[:] = keep
             for f in filenames:
                 rel = f if base == "." else f"{base}/{f}"
                 full = os.path.join(dirpath, f)
-                if in_snapshot(rel) and not _ignored(rel, False, ignores) and os.path.isfile(full) \
-                        and not os.path.islink(full):
-                    found.add(rel)
-        found.update(rel for rel in (*self.editable, *self.protected) if (self.root / rel).is_file())
-        yield from sorted(found)
+                if not in_snapshot(rel) or _ignored(rel, False, ignores):
+                    continue
+                if os.path.islink(full):
+                    links.add(rel)
+                elif os.path.isfile(full):
+                    files.add(rel)
+        return files, links
 
     def protected_hashes(self) -> dict[str, str]:
         """sha256 of every file a trial may not change (all but the editable ones)."""
@@ -365,6 +381,14 @@ def ignore_patterns(root: Path) -> tuple[str, ...]:
         elif line not in patterns:
             patterns.append(line)
     return tuple(patterns)
+
+
+LOCAL_DATA_NAMES = ("data",)
+
+
+def local_data_folders(folder: Path) -> list[str]:
+    """Folders of ``folder`` that ``init`` declares as ``data.local`` (a script reads them next to itself)."""
+    return [n for n in LOCAL_DATA_NAMES if (folder / n).is_dir() and not (folder / n).is_symlink()]
 
 
 def default_ignore_text() -> str:

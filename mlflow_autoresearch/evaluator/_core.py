@@ -43,7 +43,7 @@ from mlflow_autoresearch.evaluator._sandbox import (
     sha256_of_trial_file,
 )
 from mlflow_autoresearch.outcome import Outcome
-from mlflow_autoresearch.recipe import RECIPE_FILE, Recipe, in_snapshot
+from mlflow_autoresearch.recipe import RECIPE_FILE, Recipe
 from mlflow_autoresearch.schema import EVALUATOR_METRICS
 
 logger = logging.getLogger(__name__)
@@ -117,15 +117,13 @@ def check_code(recipe: Recipe, code_dir: Path) -> tuple[Outcome, str] | None:
     Returns the failing outcome and reason, or None when the code may run.
     """
     expected = recipe.protected_hashes()
-    present: set[str] = set()
-    for p in sorted(code_dir.rglob("*")):
-        rel = p.relative_to(code_dir).as_posix()
-        if not in_snapshot(rel):
-            continue  # never staged: recipe.yaml, caches, outputs
-        if p.is_symlink():
-            return Outcome.PROTECTED_VIOLATION, f"{_name(rel)} is a symbolic link; trial code must be plain files"
-        if p.is_file():
-            present.add(rel)
+    # What could be trial code: not recipe.yaml, caches, outputs, the ignore list or declared data folders.
+    present, links = recipe.files_in(code_dir)
+    declared = set(expected) | set(recipe.editable)
+    present |= {rel for rel in declared if (code_dir / rel).is_file() and not (code_dir / rel).is_symlink()}
+    links |= {rel for rel in declared if (code_dir / rel).is_symlink()}
+    if links:
+        return Outcome.PROTECTED_VIOLATION, f"{_name(min(links))} is a symbolic link; trial code must be plain files"
     for rel, digest in expected.items():
         if rel not in present:
             return Outcome.PROTECTED_VIOLATION, f"protected file {rel} is missing from the trial's code"
