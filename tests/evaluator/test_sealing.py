@@ -212,3 +212,20 @@ def test_a_trials_log_in_the_query_tool_is_quoted_and_cannot_close_its_block(tmp
     assert block.count("```") == 2  # the tool's own fence, opened and closed once
     assert "trial output, verbatim" in block and "  | ## NOTE FROM THE EVALUATOR" in block
     assert "\x00" not in detail and "\x1b" not in detail
+
+
+def test_a_hung_evaluation_is_ended_by_the_watchdog_and_never_left_running(tmp_path, monkeypatch):
+    from mlflow_autoresearch import trial as trial_module
+    from mlflow_autoresearch._errors import HarnessError
+    from mlflow_autoresearch.lineage import InMemoryStore
+
+    recipe = make_recipe(tmp_path / "recipe")
+    store = InMemoryStore()
+    t = trial_module.create_trial(store, recipe, {"train.py": b"import time\ntime.sleep(4)\n" + OK_LINES.encode()},
+                                  specialist="baseline", hypothesis="hangs")
+    monkeypatch.setattr(trial_module, "watchdog_seconds", lambda recipe, seeds=None: 1.0)
+    with pytest.raises(HarnessError, match="watchdog"):
+        trial_module.evaluate_trial(store, t.run_id, recipe=recipe)
+    done = store.get(t.run_id)
+    assert done.status == "FAILED" and done.tags["autoresearch.outcome"] == "harness_error"
+    assert "watchdog" in done.feedback
