@@ -179,6 +179,9 @@ def sandbox_identity() -> tuple[int, int] | None:
         if pw.pw_uid == 0:
             raise HarnessError(f"sandbox user {name!r} is root; name an unprivileged user in {SANDBOX_USER_ENV}")
         identity = (pw.pw_uid, pw.pw_gid)
+    else:
+        logger.warning("trials run as root: %s is set and empty, which is for debugging the evaluator only, "
+                       "never for a model's code", SANDBOX_USER_ENV)
     _IDENTITY_CACHE[name] = identity
     return identity
 
