@@ -3,7 +3,9 @@ declared data folders, cpu_seconds, and trial text marked untrusted.  Toy recipe
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -229,3 +231,44 @@ def test_a_hung_evaluation_is_ended_by_the_watchdog_and_never_left_running(tmp_p
     done = store.get(t.run_id)
     assert done.status == "FAILED" and done.tags["autoresearch.outcome"] == "harness_error"
     assert "watchdog" in done.feedback
+
+
+DIGITS = Path(__file__).parents[2] / "recipes" / "digits-speedrun"
+DIGITS_SNOOP = """\
+import json, os
+import numpy as np
+import data
+facts = {}
+x, y = data.load_train()
+facts["train_rows"] = int(len(x))
+for name, fn in [("load_test", data.load_test), ("prepare", data.prepare)]:
+    try:
+        facts[name] = int(len(fn()[0])) if name == "load_test" else str(fn())
+    except Exception as e:
+        facts[name] = type(e).__name__
+try:
+    from sklearn.datasets import load_digits
+    facts["load_digits"] = int(len(load_digits().data))
+except Exception as e:
+    facts["load_digits"] = type(e).__name__
+test = os.path.join(str(data.cache_dir()), "test.npz")
+facts["test_npz_exists"] = os.path.exists(test)
+print(json.dumps(facts))
+"""
+
+
+@pytest.mark.slow
+def test_digits_training_cannot_reach_the_test_split_by_any_door(tmp_path):
+    """The review's lookup table needed the test split in training: data.py, scikit-learn, the cache file."""
+    from mlflow_autoresearch.recipe import load_recipe
+
+    recipe = load_recipe(DIGITS, "quick")
+    code = tmp_path / "code"
+    shutil.copytree(DIGITS, code, ignore=shutil.ignore_patterns("__pycache__"))
+    (code / "train.py").write_text(DIGITS_SNOOP)
+    ev = evaluate_code(recipe, code, keep_logs_in=tmp_path / "logs")
+    facts = json.loads((tmp_path / "logs" / "seed0.stdout.txt").read_text().strip().splitlines()[-1])
+    assert facts["train_rows"] == 1348  # the train half is there
+    assert facts["load_test"] in ("FileNotFoundError", "OSError") and facts["test_npz_exists"] is False, facts
+    assert facts["load_digits"] != 1797, facts  # scikit-learn's own copy is empty for training
+    assert ev.outcome is Outcome.CRASHED and "no model.pt" in ev.error_tail  # and the evaluation still ran
