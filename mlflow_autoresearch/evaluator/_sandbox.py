@@ -336,13 +336,6 @@ def command_argv(command: str) -> list[str]:
     return argv
 
 
-PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # what the supervisor replaces with private tmpfs
-
-
-def _under(path: str, roots: list[str] | tuple[str, ...]) -> bool:
-    return any((path + "/").startswith(r.rstrip("/") + "/") for r in roots)
-
-
 class Workspace:
     """A private root for one evaluation: per-step working folders, logs, a pristine copy.
 
@@ -436,8 +429,9 @@ class Workspace:
         view = view or View()
         identity = self.eval_identity if for_eval else self.identity
         covers = [*hidden_homes(), *view.covers]
-        hidden = [*PRIVATE_TMP, *covers]
-        binds = [p for p in interpreter_paths() if _under(p, hidden)] + list(view.binds_ro)
+        # Every folder of the interpreter, read-only: shown where a private tmp or a hidden home would hide
+        # it, and never writable (a sitecustomize.py planted in your venv would run in the protected step).
+        binds = interpreter_paths() + list(view.binds_ro)
         spec = {
             "argv": argv,
             "cwd": str(cwd),

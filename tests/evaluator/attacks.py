@@ -165,6 +165,13 @@ for pid in os.listdir('/proc'):
         except OSError:
             pass
 facts['secret_leak'] = leak
+import site, sys
+for d in [sys.prefix, *site.getsitepackages()]:
+    try:
+        open(os.path.join(d, 'sitecustomize.py'), 'a').close()
+        facts.setdefault('planted', []).append(d)
+    except OSError:
+        pass
 report(**facts)
 """.replace("SECRET", SECRET) + OK
 
