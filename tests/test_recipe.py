@@ -224,7 +224,7 @@ yaml_values = st.recursive(
     max_leaves=12,
 )
 FIELDS = sorted({*GOOD, "seeds", "protected", "preflight", "evaluate", "knobs", "profiles", "specialists",
-                 "network", "artifact", "metric_regex", "knowledge", "min_improvement"})
+                 "network", "artifact", "metric_regex", "knowledge", "min_improvement", "acceptance"})
 LIMIT_FIELDS = ["train_seconds", "total_seconds", "memory_gb", "processes", "output_bytes", "grace_seconds"]
 
 

@@ -33,7 +33,7 @@ entry_points:
     parameters:
       trial: {type: string}
       recipe: {type: string, default: ""}
-    command: "python -m mlflow_autoresearch.cli evaluate --trial {trial} --recipe {recipe}"
+    command: "python -m mlflow_autoresearch.cli evaluate --trial {trial} --recipe {recipe} --facts-only"
 """
 
 
@@ -144,13 +144,21 @@ class Evaluations:
             finally:
                 if self.leases:
                     self.leases.release(trial.run_id)
-        import mlflow.projects
-
         if self.leases:
             # Hand the lease to the evaluator process, which renews it with its own pid; until it
             # does, only expiry makes the trial stale (so a loop killed now cannot cause a double run).
             self.leases.release(trial.run_id)
             self.store.set_tags(trial.run_id, {S.LEASE: lease_value(new_owner(pid=0), self.leases.seconds)})
+
+        ok = self._submit(trial.run_id, gpu)
+        record = self.store.get(trial.run_id)
+        if record.outcome is None:
+            raise HarnessError(f"evaluation of {trial.short} ended ({'ok' if ok else 'failed'}) without a result")
+        return record
+
+    def _submit(self, run_id: str, gpu: str | None) -> bool:
+        """Run the ``evaluate`` entry point for ``run_id`` through the project backend; wait for it."""
+        import mlflow.projects
 
         with self._submit_lock:  # the child inherits os.environ at submission: pin the slot's GPU
             saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH")}
@@ -163,8 +171,8 @@ class Evaluations:
                 mlflow.set_tracking_uri(self.tracking_uri)
                 submitted = mlflow.projects.run(
                     self._project(), entry_point="evaluate",
-                    parameters={"trial": trial.run_id, "recipe": str(self.recipe.root)},
-                    experiment_id=self.experiment_id, run_id=trial.run_id, backend=self.backend,
+                    parameters={"trial": run_id, "recipe": str(self.recipe.root)},
+                    experiment_id=self.experiment_id, run_id=run_id, backend=self.backend,
                     backend_config=self.backend_config, env_manager="local", synchronous=False,
                 )
             finally:
@@ -173,15 +181,29 @@ class Evaluations:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
-            self._active[trial.run_id] = submitted
+            self._active[run_id] = submitted
         try:
-            ok = submitted.wait()
+            return submitted.wait()
         finally:
-            self._active.pop(trial.run_id, None)
-        record = self.store.get(trial.run_id)
-        if record.outcome is None:
-            raise HarnessError(f"evaluation of {trial.short} ended ({'ok' if ok else 'failed'}) without a result")
-        return record
+            self._active.pop(run_id, None)
+
+    def measurer(self, gpu: str | None):
+        """Confirmation seeds on the slot ``gpu``: in this process, or each through the project backend."""
+        from mlflow_autoresearch.loop._decision import measure_in_process
+
+        env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
+        if self.in_process:
+            return measure_in_process(self.store, self.recipe, env)
+
+        def measurer(of: TrialRecord, parent: TrialRecord, seed: int, role: str) -> float | None:
+            from mlflow_autoresearch.outcome import Outcome
+
+            run_id = self.store.create_measurement(of, parent, seed=seed, role=role)
+            self._submit(run_id, gpu)
+            rec = self.store.get(run_id)
+            return rec.score if rec.outcome in (Outcome.OK, Outcome.GATE_FAILED) else None
+
+        return measurer
 
     def cancel_all(self) -> None:
         for submitted in list(self._active.values()):

@@ -157,8 +157,7 @@ def test_first_request_carries_cache_markers_steering_and_lineage(recipe, store)
     assert "Optimization specialist" in system and "optimizer choice" in system  # role brief
     assert "`accuracy >= 0.85`" in system and "training 20 s per seed" in system and "memory 2 GB" in system
     assert "Seeds per evaluation: 2" in system
-    assert "0.02 (the larger of the recipe's min_improvement 0.01 and the baseline's seed-to-seed spread 0.02)" \
-        in system
+    assert "a gain is kept only after paired confirmation" in system and "at confidence 0.95" in system
     assert "Halving SCORE is the classic trick." in system  # knowledge notes
     assert "Steering" not in system and "t0000" not in system  # per-proposal text stays out of the prefix
 
