@@ -75,7 +75,7 @@ def test_a_good_recipe_and_the_shipped_ones_load():
 
 # (changes to the good spec, the field the message must name, what it must say is allowed)
 BAD = {
-    "unknown top-level field": (dict(colour="red"), "colour", "allowed fields: artifact, command, data, description"),
+    "unknown top-level field": (dict(colour="red"), "colour", "allowed fields: acceptance, artifact, command, data, description"),
     "unknown limit": (dict(limits={"train_seconds": 5, "gpu_hours": 1}), "limits.gpu_hours",
                       "allowed fields: artifact_bytes, code_bytes, disk_bytes"),
     "missing limits": (dict(limits=None), "limits", "required field is missing"),
