@@ -412,6 +412,7 @@ def evaluate_code(
                         failed = _Stop(Outcome.PREFLIGHT_FAILED, failed.reason, r)
                     raise failed
                 ws.take_back(wd)
+                remove_tree(wd)
 
             done = 0
             while done < len(seed_list):
