@@ -271,3 +271,10 @@ def test_digits_training_cannot_reach_the_test_split_by_any_door(tmp_path):
     assert facts["load_test"] in ("FileNotFoundError", "OSError") and facts["test_npz_exists"] is False, facts
     assert facts["load_digits"] != 1797, facts  # scikit-learn's own copy is empty for training
     assert ev.outcome is Outcome.CRASHED and "no model.pt" in ev.error_tail  # and the evaluation still ran
+
+
+def test_a_preflight_sees_the_training_view_and_its_folder_is_gone_before_training(run_trial):
+    ran = run_trial("import glob, os\nopen('mark.txt', 'w').write('x')\nprint('left:', len(glob.glob('../preflight-*')))\n"
+                    + OK_LINES, spec={"preflight": "python train.py"})
+    assert ran.evaluation.outcome is Outcome.OK, ran.evaluation.reason
+    assert "left: 0" in ran.stdout  # training cannot see (or read) the preflight's folder
