@@ -230,6 +230,17 @@ def views_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def acceptance_section(results: dict) -> list[str]:
+    from bench.acceptance import section
+
+    r = results.get("acceptance")
+    if not r:
+        return []
+    if "error" in r:
+        return ["## Acceptance under noise", "", f"Failed: {r['error']}", ""]
+    return section(r)
+
+
 def yield_section(results: dict) -> list[str]:
     lines = ["## 5. Search yield", ""]
     yd = results.get("yield")
@@ -329,5 +340,5 @@ def render(results: dict) -> str:
         "",
     ]
     body = (summary(results) + loop_section(results) + evaluator_section(results) + slots_section(results)
-            + views_section(results) + yield_section(results) + findings(results))
+            + views_section(results) + yield_section(results) + acceptance_section(results) + findings(results))
     return "\n".join(head + body).rstrip() + "\n"

@@ -165,6 +165,8 @@ class Acceptance:
                 look = test.add(*good[-1])
                 if look.verdict != "continue":
                     break
+            elif len(good) >= 2 and sum(self.sign * (c - i) for c, i in good) <= 0:
+                break  # futility while the noise is unknown: not better on the pairs so far
         if test is None and len(good) >= 2:
             look = paired_t(good, self.sign, self.design.alpha, self.design.min_effect)
         if look is None:

@@ -163,7 +163,7 @@ def test_first_request_carries_cache_markers_steering_and_lineage(recipe, store)
 
     turn = first.messages[0]["content"][0]["text"]
     assert "## Steering note from the user (follow it)\nTry halving SCORE before anything else." in turn
-    assert "### Leaderboard (kept trials, best first)" in turn and "| 1 | t0000 |" in turn
+    assert "### Leaderboard (kept trials, best first" in turn and "| 1 | t0000 |" in turn
     assert "### Near misses not yet repaired" in turn and "### Your (optimization) last trials" in turn
     assert "baseline feedback 4242" in turn and "(ok, score 0.5)" in turn
     assert "Your last 3 trials moved the score less than the noise." in turn
