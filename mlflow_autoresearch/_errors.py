@@ -45,6 +45,17 @@ class HarnessError(AutoresearchError):
     """The evaluator or the loop itself failed; not the trial's fault."""
 
 
+class SandboxError(HarnessError):
+    """This machine cannot contain trials as configured (e.g. the trial uid cannot run the interpreter).
+
+    A setup problem for the user to fix before any trial runs: the message names
+    the fix.  Exit code 2, like a usage error; trials never run with more rights
+    instead.
+    """
+
+    exit_code = 2
+
+
 class ModelUnavailable(HarnessError):
     """The model API stayed unreachable or overloaded for the whole retry budget.
 

@@ -225,7 +225,7 @@ Say = Callable[[str], None]
 def _build(folder: Path, a: Answers, metric_regex: dict[str, str]):
     from pydantic import ValidationError
 
-    from mlflow_autoresearch.recipe import Recipe
+    from mlflow_autoresearch.recipe import Recipe, local_data_folders
 
     spec = {
         "name": a.name or _recipe_name(folder),
@@ -240,6 +240,9 @@ def _build(folder: Path, a: Answers, metric_regex: dict[str, str]):
         "network": a.network,
         "root": folder,
     }
+    local = local_data_folders(folder)
+    if local:  # read next to the script (nanoGPT's data/): shown read-only at the same path in every trial
+        spec["data"] = {"local": local}
     try:
         return Recipe.model_validate(spec)
     except ValidationError as e:
@@ -285,7 +288,7 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
     answer that is missing, invalid, or does not score the baseline.
     """
     from mlflow_autoresearch.outcome import Outcome
-    from mlflow_autoresearch.recipe import RECIPE_FILE, load_recipe
+    from mlflow_autoresearch.recipe import IGNORE_FILE, RECIPE_FILE, default_ignore_text, load_recipe
 
     folder = folder.resolve()
     target = folder / RECIPE_FILE
@@ -398,6 +401,10 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
                       + recipe.to_yaml())
     load_recipe(folder)  # what was written loads back
     say(f"wrote {target}")
+    ignore = folder / IGNORE_FILE
+    if not ignore.exists():
+        ignore.write_text(default_ignore_text())
+        say(f"wrote {ignore} (files trials never see and the integrity check never reads)")
     say(f"next: autoresearch run --recipe {folder}")
     return target
 

@@ -10,8 +10,10 @@ A :class:`Recipe` is immutable once loaded.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import math
+import os
 import re
 import typing
 from collections.abc import Iterator
@@ -32,10 +34,16 @@ from pydantic import (
 from mlflow_autoresearch._errors import RecipeError
 
 RECIPE_FILE = "recipe.yaml"
+IGNORE_FILE = ".autoresearchignore"
 DEFAULT_ROSTER = ("architecture", "optimization", "data", "systems")
 # Files never part of a snapshot: caches, data downloads, outputs.
 IGNORED_PARTS = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", "data", "outputs", "mlruns"})
 IGNORED_SUFFIXES = (".pyc", ".pyo")
+# What the integrity check of the recipe folder never looks at, unless the folder's
+# .autoresearchignore says otherwise (one glob a line; `!pattern` takes a default back).
+DEFAULT_IGNORES = ("*.log", "mlflow.db", "mlflow.db-*", "mlruns/", "__pycache__/", "*.pyc", "wandb/", "outputs/",
+                   "checkpoints/", "*.ckpt", ".git/", ".ipynb_checkpoints/", IGNORE_FILE)
+PKG_PREFIX = "pkg:"  # a data.eval entry naming a file inside an installed Python package
 
 
 class _BoolForNumber(ValueError):
@@ -104,6 +112,64 @@ class ArtifactRule(_Model):
     files: tuple[str, ...] = ()
 
 
+def _plain_relative(p: str) -> bool:
+    pp = PurePosixPath(p)
+    return bool(p) and not pp.is_absolute() and ".." not in pp.parts and p.strip() == p and pp.as_posix() == p \
+        and "\\" not in p and "\0" not in p
+
+
+class DataSpec(_Model):
+    """Which data a trial may read, and which only the protected step may.
+
+    ``train``: paths relative to the dataset cache (``$AUTORESEARCH_DATA_DIR``,
+    default ``/var/tmp/autoresearch-data``) that training may read; when a
+    recipe has a ``data`` section, training sees *only* these of the cache.
+    ``eval``: paths in the cache (or ``pkg:<package>/<path>``, a file shipped
+    inside an installed package) that only the protected ``evaluate`` step may
+    read; training finds them empty.  ``local``: folders of the recipe folder
+    (e.g. ``data``) that every step sees read-only at the same relative path in
+    its working folder.  ``prepare``: a command run once, in the recipe folder,
+    by the evaluator itself (not sandboxed: it is the recipe's own trusted
+    code) when a declared ``train`` or ``eval`` path is missing.
+    """
+
+    train: tuple[str, ...] = ()
+    eval: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()
+    prepare: str | None = None
+
+    @field_validator("train", "eval", "local")
+    @classmethod
+    def _paths(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for p in v:
+            rel = p[len(PKG_PREFIX):] if info.field_name == "eval" and p.startswith(PKG_PREFIX) else p
+            if not _plain_relative(rel):
+                where = "the recipe folder" if info.field_name == "local" else "the dataset cache"
+                raise ValueError(f"{p!r} must be a plain relative path inside {where}, like 'cifar10/train.npz' "
+                                 "(no '..', no leading '/' or './')")
+            if info.field_name == "local" and (rel == RECIPE_FILE or PurePosixPath(rel).parts[0].startswith(".")):
+                raise ValueError(f"{p!r} cannot be a data folder: hidden folders and {RECIPE_FILE} are never shown")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a path is listed twice: {sorted(p for p in set(v) if v.count(p) > 1)}")
+        return v
+
+    @model_validator(mode="after")
+    def _apart(self) -> DataSpec:
+        both = set(self.train) & set(self.eval)
+        if both:
+            raise ValueError(f"paths both train and eval data: {sorted(both)} (evaluation data must stay sealed)")
+        for t in self.train:
+            for e in self.eval:
+                if (t + "/").startswith(e + "/") or (e + "/").startswith(t + "/"):
+                    raise ValueError(f"train path {t!r} and eval path {e!r} overlap (evaluation data must stay "
+                                     "sealed: keep them in separate files or folders)")
+        return self
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.train or self.eval or self.local)
+
+
 class Limits(_Model):
     """Hard limits, enforced by the evaluator with its own clock."""
 
@@ -111,6 +177,7 @@ class Limits(_Model):
     total_seconds: float | None = Field(default=None, gt=0, description="whole evaluation, all seeds")
     eval_seconds: float = Field(default=300, gt=0, description="the protected evaluation step of one seed")
     preflight_seconds: float = Field(default=120, gt=0)
+    prepare_seconds: float = Field(default=600, gt=0, description="the recipe's data.prepare command, once")
     memory_gb: float | None = Field(default=None, gt=0, description="resident memory of the trial's process tree")
     artifact_bytes: int | None = Field(default=None, gt=0)
     processes: int = Field(default=256, ge=8, description="processes the trial may run at once")
@@ -119,6 +186,9 @@ class Limits(_Model):
     disk_bytes: int = Field(default=8 * 1024**3, gt=0, description="total size of the trial's working folder")
     output_bytes: int = Field(default=256 * 1024, ge=1024, description="captured stdout/stderr per stream kept")
     grace_seconds: float = Field(default=3, ge=0, description="between SIGTERM and SIGKILL")
+    code_bytes: int | None = Field(default=None, gt=0, description="total size of the editable files")
+    literal_bytes: int | None = Field(default=None, gt=0,
+                                      description="largest string, bytes or number-list literal in the editable code")
 
 
 class SpecialistSpec(_Model):
@@ -189,6 +259,7 @@ class Recipe(_Model):
     knowledge: tuple[str, ...] = ()
     knobs: tuple[Knob, ...] = ()
     network: bool = Field(default=False, description="let trial processes reach the network")
+    data: DataSpec = DataSpec()
     min_improvement: float = Field(default=0.0, ge=0, description="deprecated: acceptance.min_effect, in metric units")
     acceptance: AcceptanceSpec = AcceptanceSpec()
     root: Path = Field(default=Path("."), exclude=True)
@@ -252,11 +323,50 @@ class Recipe(_Model):
         return rel in self.editable
 
     def snapshot_files(self) -> Iterator[str]:
-        """Relative paths of every file of the recipe that a trial evaluates."""
-        for p in sorted(self.root.rglob("*")):
-            rel = p.relative_to(self.root).as_posix()
-            if p.is_file() and not p.is_symlink() and in_snapshot(rel):
-                yield rel
+        """Relative paths of every file of the recipe that a trial evaluates, sorted.
+
+        The editable and protected files, and every other file of the folder
+        except what the ignore list (:func:`ignore_patterns`) and the declared
+        ``data.local`` folders leave out: a user's logs, ``mlflow.db``,
+        ``mlruns/``, caches and outputs never become trial code, so they never
+        trip the integrity check either.
+        """
+        found, _ = self.files_in(self.root, ignores=ignore_patterns(self.root))
+        found.update(rel for rel in (*self.editable, *self.protected) if (self.root / rel).is_file())
+        yield from sorted(found)
+
+    def files_in(self, folder: Path, ignores: tuple[str, ...] | None = None) -> tuple[set[str], set[str]]:
+        """(regular files, symbolic links) of ``folder`` that could be trial code, as relative paths.
+
+        Leaves out what :func:`in_snapshot`, the ignore list (the recipe folder's
+        by default) and the ``data.local`` folders leave out; never follows a link.
+        """
+        ignores = ignore_patterns(self.root) if ignores is None else ignores
+        local = {PurePosixPath(d).parts for d in self.data.local}
+        files: set[str] = set()
+        links: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(folder):
+            base = Path(dirpath).relative_to(folder).as_posix()
+            keep = []
+            for d in dirnames:
+                rel = d if base == "." else f"{base}/{d}"
+                if PurePosixPath(rel).parts in local or _ignored(rel, True, ignores) or not in_snapshot(rel + "/x"):
+                    continue
+                if os.path.islink(os.path.join(dirpath, d)):
+                    links.add(rel)
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
+            for f in filenames:
+                rel = f if base == "." else f"{base}/{f}"
+                full = os.path.join(dirpath, f)
+                if not in_snapshot(rel) or _ignored(rel, False, ignores):
+                    continue
+                if os.path.islink(full):
+                    links.add(rel)
+                elif os.path.isfile(full):
+                    files.add(rel)
+        return files, links
 
     def protected_hashes(self) -> dict[str, str]:
         """sha256 of every file a trial may not change (all but the editable ones)."""
@@ -272,6 +382,54 @@ class Recipe(_Model):
         data = self.model_dump(mode="json", exclude={"root"}, exclude_defaults=True)
         data.setdefault("limits", self.limits.model_dump(mode="json", exclude_defaults=True))
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def ignore_patterns(root: Path) -> tuple[str, ...]:
+    """The folder's ignore list: :data:`DEFAULT_IGNORES`, then the lines of its ``.autoresearchignore``.
+
+    One glob a line (``#`` starts a comment); a pattern ending in ``/`` names
+    folders; ``!pattern`` takes a pattern back out (a default included).
+    """
+    patterns = list(DEFAULT_IGNORES)
+    try:
+        text = (root / IGNORE_FILE).read_text(errors="replace")
+    except OSError:
+        return tuple(patterns)
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("!"):
+            patterns = [p for p in patterns if p != line[1:]]
+        elif line not in patterns:
+            patterns.append(line)
+    return tuple(patterns)
+
+
+LOCAL_DATA_NAMES = ("data",)
+
+
+def local_data_folders(folder: Path) -> list[str]:
+    """Folders of ``folder`` that ``init`` declares as ``data.local`` (a script reads them next to itself)."""
+    return [n for n in LOCAL_DATA_NAMES if (folder / n).is_dir() and not (folder / n).is_symlink()]
+
+
+def default_ignore_text() -> str:
+    """What ``autoresearch init`` writes to a new ``.autoresearchignore``."""
+    return ("# Files and folders of this recipe folder that are never trial code and never checked for changes.\n"
+            "# One glob a line; a trailing / names folders; !pattern takes a pattern (or a default) back.\n"
+            + "".join(f"{p}\n" for p in DEFAULT_IGNORES if p != IGNORE_FILE))
+
+
+def _ignored(rel: str, is_dir: bool, patterns: tuple[str, ...]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        if pat.endswith("/"):
+            if is_dir and (fnmatch.fnmatchcase(name, pat[:-1]) or fnmatch.fnmatchcase(rel, pat[:-1])):
+                return True
+        elif fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(rel, pat):
+            return True
+    return False
 
 
 def in_snapshot(rel: str) -> bool:
@@ -394,6 +552,10 @@ def _check_files(yaml_path: Path, recipe: Recipe) -> None:
             p = recipe.root / rel
             if p.is_symlink() or not p.is_file():
                 raise RecipeError(f"{yaml_path}: field '{field}': {rel!r} is not a regular file in {recipe.root}")
+    for rel in recipe.data.local:
+        p = recipe.root / rel
+        if p.is_symlink() or not p.is_dir():
+            raise RecipeError(f"{yaml_path}: field 'data.local': {rel!r} is not a folder in {recipe.root}")
     for k in recipe.knobs:
         if k.file is not None and k.file not in recipe.editable:
             raise RecipeError(f"{yaml_path}: field 'knobs': {k.name} names {k.file!r}, which is not editable")

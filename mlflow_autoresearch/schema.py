@@ -47,7 +47,7 @@ PROPOSAL_JSON = "proposal.json"
 TRANSCRIPT = "agent/transcript.json"
 
 # Metrics the evaluator measures itself; a script can never set them.
-EVALUATOR_METRICS = ("train_seconds", "artifact_bytes", "eval_seconds", "total_seconds", "peak_memory_mb")
+EVALUATOR_METRICS = ("train_seconds", "artifact_bytes", "eval_seconds", "total_seconds", "peak_memory_mb", "cpu_seconds")
 # Written once, by the policy, after the evaluator has recorded the facts and ended the run.
 DECISION_TAGS = (DECISION, REASON, FEEDBACK, EVIDENCE, NOTE)
 

@@ -11,13 +11,15 @@ import difflib
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import HarnessError, RecipeError, StoreError
+from mlflow_autoresearch._untrusted import one_line, quote
 from mlflow_autoresearch.evaluator import Evaluation, evaluate_code
-from mlflow_autoresearch.evaluator._core import Progress
+from mlflow_autoresearch.evaluator._core import Progress, watchdog_seconds
 from mlflow_autoresearch.lineage import Lineage, LineageStore, TrialDraft, TrialRecord, read_snapshot, write_snapshot
 from mlflow_autoresearch.outcome import Decision, Outcome
 from mlflow_autoresearch.recipe import Recipe, load_recipe
@@ -79,7 +81,7 @@ def facts_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | Non
     The policy adds the decision line (:func:`mlflow_autoresearch.loop.decide_trial`).
     """
     ev, lim = evaluation, recipe.limits
-    lines = [f"outcome: {ev.outcome.value}" + (" (near miss)" if ev.near_miss else "") + f" — {ev.reason}"]
+    lines = [f"outcome: {ev.outcome.value}" + (" (near miss)" if ev.near_miss else "") + f" — {one_line(ev.reason, 600)}"]
     if ev.score is not None:
         vs = []
         if parent is not None and parent.score is not None:
@@ -97,7 +99,8 @@ def facts_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | Non
     if ev.artifact_bytes is not None and lim.artifact_bytes:
         lines.append(f"size: {ev.artifact_bytes:,} of {lim.artifact_bytes:,} bytes")
     if ev.error_tail:
-        lines.append(f"error ({ev.error_type or 'no exception type'}), last lines:\n" + "\n".join(ev.error_tail.splitlines()[-8:]))
+        lines.append(f"error ({one_line(ev.error_type or 'no exception type', 80)}), last lines of the "
+                     + quote(ev.error_tail, "stderr", max_lines=8))
     return "\n".join(lines)
 
 
@@ -154,6 +157,27 @@ def evaluate_trial(
     trial = store.get(run_id)
     if recipe is None:
         recipe = recipe_of(trial)
+
+    def harness_error(e: object) -> None:
+        store.record_result(run_id, tags={S.OUTCOME: Outcome.HARNESS_ERROR.value, S.DECISION: Decision.DISCARD.value,
+                                          S.FEEDBACK: f"harness_error: {e} (not the trial's fault; it may be retried)"},
+                            metrics={}, artifacts={}, status="FAILED")
+
+    # The watchdog: should the evaluator hang past every limit it enforces, the run is still ended.
+    fired = threading.Event()
+    limit = watchdog_seconds(recipe, seeds)
+
+    def expire() -> None:
+        fired.set()
+        logger.error("the evaluation of %s did not finish within %.0f s; recorded as harness_error", run_id, limit)
+        try:
+            harness_error(f"the evaluator did not finish within {limit:.0f} s (watchdog)")
+        except Exception:  # the store itself is down: nothing more can be done from here
+            logger.exception("could not record the watchdog's harness_error for %s", run_id)
+
+    timer = threading.Timer(limit, expire)
+    timer.daemon = True
+    timer.start()
     try:
         with tempfile.TemporaryDirectory(prefix="autoresearch-code-") as tmp, \
                 tempfile.TemporaryDirectory(prefix="autoresearch-logs-") as logdir:
@@ -161,13 +185,17 @@ def evaluate_trial(
             write_snapshot(store.code(run_id), code_dir)
             evaluation = evaluate_code(recipe, code_dir, seeds=seeds, extra_env=extra_env, progress=progress,
                                        keep_logs_in=Path(logdir))
+            timer.cancel()
+            if fired.is_set():
+                raise HarnessError(f"the evaluation of {run_id} outlived the watchdog ({limit:.0f} s)")
             return record_evaluation(store, trial, evaluation, recipe)
     except (HarnessError, OSError) as e:
         logger.error("harness error while evaluating %s: %s", run_id, e)
-        store.record_result(run_id, tags={S.OUTCOME: Outcome.HARNESS_ERROR.value, S.DECISION: Decision.DISCARD.value,
-                                          S.FEEDBACK: f"harness_error: {e} (not the trial's fault; it may be retried)"},
-                            metrics={}, artifacts={}, status="FAILED")
+        if not fired.is_set():
+            harness_error(e)
         raise
+    finally:
+        timer.cancel()
 
 
 def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evaluation, recipe: Recipe) -> TrialRecord:
@@ -177,7 +205,7 @@ def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evalu
     facts = facts_text(evaluation, recipe, parent, lineage.best)
     metrics = dict(evaluation.metrics)
     for i, m in enumerate(evaluation.seed_metrics):
-        for k in (recipe.metric.name, *(g.metric for g in recipe.gates)):
+        for k in (recipe.metric.name, *(g.metric for g in recipe.gates), "cpu_seconds"):
             if k in m:
                 metrics[f"{k}.seed{i}"] = m[k]
     tags = {

@@ -172,15 +172,24 @@ def test_a_metric_named_by_flag_in_a_custom_format_gets_its_regex(tmp_path):
         assert evaluate_code(recipe, folder).score == 0.0025
 
 
-def test_a_script_reading_the_uncopied_data_folder_is_told_why(tmp_path):
+def test_a_script_reading_its_data_folder_runs_and_the_users_files_leave_trials_alone(tmp_path):
+    """nanoGPT-style `data/` reads next to the script; `init . > init.log` and a store in the folder (issue 13)."""
+    from mlflow_autoresearch.evaluator import evaluate_code
+
     folder = tmp_path / "reads_data"
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "train.csv").write_text("1,2\n")
-    (folder / "train.py").write_text("print('val_loss:', len(open('data/train.csv').read()))\n")
+    (folder / "train.py").write_text("import os\nhere = os.path.dirname(os.path.abspath(__file__))\n"
+                                     "print('val_loss:', len(open(os.path.join(here, 'data/train.csv')).read()))\n")
     r = init(folder, input="")
-    assert r.exit_code == 2 and "FileNotFoundError" in r.output
-    assert "without data/" in r.output and "AUTORESEARCH_DATA_DIR" in r.output
-    assert not (folder / "recipe.yaml").exists()
+    assert r.exit_code == 0, r.output
+    recipe = load_recipe(folder)
+    assert recipe.data.local == ("data",) and (folder / ".autoresearchignore").exists()
+    (folder / "init.log").write_text(r.output)
+    (folder / "mlflow.db").write_bytes(b"SQLite format 3\0")
+    (folder / "mlruns" / "0").mkdir(parents=True)
+    ev = evaluate_code(recipe, folder)
+    assert ev.outcome is Outcome.OK and ev.score == 4.0, ev.reason
 
 
 @pytest.mark.slow

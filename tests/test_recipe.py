@@ -75,9 +75,9 @@ def test_a_good_recipe_and_the_shipped_ones_load():
 
 # (changes to the good spec, the field the message must name, what it must say is allowed)
 BAD = {
-    "unknown top-level field": (dict(colour="red"), "colour", "allowed fields: acceptance, artifact, command, description"),
+    "unknown top-level field": (dict(colour="red"), "colour", "allowed fields: acceptance, artifact, command, data, description"),
     "unknown limit": (dict(limits={"train_seconds": 5, "gpu_hours": 1}), "limits.gpu_hours",
-                      "allowed fields: artifact_bytes, disk_bytes"),
+                      "allowed fields: artifact_bytes, code_bytes, disk_bytes"),
     "missing limits": (dict(limits=None), "limits", "required field is missing"),
     "limits not a mapping": (dict(limits=[5]), "limits", "must be a mapping of fields (allowed: artifact_bytes"),
     "goal": (dict(metric={"name": "loss", "goal": "lowest"}), "metric.goal", "'minimize' or 'maximize'"),
@@ -296,3 +296,38 @@ def test_fuzzed_command_lines_exit_2_with_a_message_and_write_nothing(tmp_path, 
     assert result.output.strip(), "exit 2 without a message"
     assert_nothing_written(cli_home)
     assert not (tmp_path / "fuzz.db").exists()
+
+
+# ----- data: what training may read, what only the evaluation may (issue 13) -----
+
+@pytest.mark.parametrize("data, field, words", [
+    ({"train": ["m/x.npz"], "eval": ["m/x.npz"]}, "data", "both train and eval"),
+    ({"train": ["m"], "eval": ["m/test.npz"]}, "data", "overlap"),
+    ({"eval": ["../etc/shadow"]}, "data.eval", "plain relative path"),
+    ({"train": ["/abs"]}, "data.train", "plain relative path"),
+    ({"local": [".git"]}, "data.local", "hidden folders"),
+    ({"eval": ["pkg:../x"]}, "data.eval", "plain relative path"),
+    ({"shared": ["x"]}, "data.shared", "allowed fields: eval, local, prepare, train"),
+])
+def test_bad_data_sections_are_refused_with_the_field(tmp_path, data, field, words):
+    folder = write(tmp_path / "r", with_(data=data))
+    msg = error_of(folder)
+    assert f"field '{field}'" in msg and words in msg, msg
+
+
+def test_a_missing_local_data_folder_is_refused(tmp_path):
+    folder = write(tmp_path / "r", with_(data={"local": ["data"]}))
+    assert "field 'data.local': 'data' is not a folder" in error_of(folder)
+
+
+def test_the_ignore_list_keeps_a_users_files_out_of_the_snapshot(tmp_path):
+    folder = write(tmp_path / "r", with_())
+    for rel in ("init.log", "mlflow.db", "mlruns/0/meta.yaml", "__pycache__/x.pyc", "wandb/run/x", "outputs/o",
+                "checkpoints/c.pt", "runs/r.txt", "keep/me.txt", "notes.md"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("x")
+    (folder / ".autoresearchignore").write_text("# ours\nruns/\n!*.log\n")
+    files = list(load_recipe(folder).snapshot_files())
+    assert "runs/r.txt" not in files and "mlflow.db" not in files and not any(f.startswith("mlruns") for f in files)
+    assert "init.log" in files  # `!*.log` took the default back
+    assert "keep/me.txt" in files and "notes.md" in files

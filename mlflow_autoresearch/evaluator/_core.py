@@ -8,7 +8,8 @@ immutable :class:`Evaluation`; logging it to MLflow is the caller's business
 
 from __future__ import annotations
 
-import glob
+import ast
+import fnmatch
 import logging
 import os
 import shutil
@@ -17,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow_autoresearch._errors import SandboxError
 from mlflow_autoresearch._pysource import check_compiles
+from mlflow_autoresearch.evaluator import _data
 from mlflow_autoresearch.evaluator._metrics import (
     error_summary,
     last_values,
@@ -28,13 +31,19 @@ from mlflow_autoresearch.evaluator._metrics import (
 from mlflow_autoresearch.evaluator._sandbox import (
     ProcessLimits,
     ProcessResult,
+    View,
     Workspace,
+    check_trial_interpreter,
     command_argv,
+    copy_trial_file,
+    read_trial_file,
+    remove_tree,
     sandbox_level,
     scrubbed_env,
+    sha256_of_trial_file,
 )
 from mlflow_autoresearch.outcome import Outcome
-from mlflow_autoresearch.recipe import RECIPE_FILE, Recipe, file_sha256, in_snapshot
+from mlflow_autoresearch.recipe import RECIPE_FILE, Recipe
 from mlflow_autoresearch.schema import EVALUATOR_METRICS
 
 logger = logging.getLogger(__name__)
@@ -103,49 +112,108 @@ class _Stop(Exception):
 
 
 def check_code(recipe: Recipe, code_dir: Path) -> tuple[Outcome, str] | None:
-    """Cheap checks before anything runs: protected hashes, unknown files, syntax.
+    """Cheap checks before anything runs: protected hashes, unknown files, size, literals, syntax.
 
     Returns the failing outcome and reason, or None when the code may run.
     """
     expected = recipe.protected_hashes()
-    present: set[str] = set()
-    for p in sorted(code_dir.rglob("*")):
-        rel = p.relative_to(code_dir).as_posix()
-        if not in_snapshot(rel):
-            continue  # never staged: recipe.yaml, caches, outputs
-        if p.is_symlink():
-            return Outcome.PROTECTED_VIOLATION, f"{rel} is a symbolic link; trial code must be plain files"
-        if p.is_file():
-            present.add(rel)
+    # What could be trial code: not recipe.yaml, caches, outputs, the ignore list or declared data folders.
+    present, links = recipe.files_in(code_dir)
+    declared = set(expected) | set(recipe.editable)
+    present |= {rel for rel in declared if (code_dir / rel).is_file() and not (code_dir / rel).is_symlink()}
+    links |= {rel for rel in declared if (code_dir / rel).is_symlink()}
+    if links:
+        return Outcome.PROTECTED_VIOLATION, f"{_name(min(links))} is a symbolic link; trial code must be plain files"
     for rel, digest in expected.items():
         if rel not in present:
             return Outcome.PROTECTED_VIOLATION, f"protected file {rel} is missing from the trial's code"
-        if file_sha256(code_dir / rel) != digest:
+        if sha256_of_trial_file(code_dir / rel) != digest:
             return Outcome.PROTECTED_VIOLATION, f"protected file {rel} differs from the recipe's copy (sha256 mismatch)"
     unknown = sorted(present - set(expected) - set(recipe.editable))
     if unknown:
-        return Outcome.PROTECTED_VIOLATION, f"files outside the recipe's editable list: {', '.join(unknown[:5])}"
+        return Outcome.PROTECTED_VIOLATION, f"files outside the recipe's editable list: {', '.join(map(_name, unknown[:5]))}"
+    lim = recipe.limits
+    total = 0
     for rel in recipe.editable:
         path = code_dir / rel
-        if not path.is_file():
+        data = read_trial_file(path, limit=max(lim.code_bytes or 0, 64 * 1024**2) + 1)
+        if data is None:
             return Outcome.INVALID_PROPOSAL, f"editable file {rel} is missing"
+        total += len(data)
         if rel.endswith(".py"):
             try:
-                check_compiles(path.read_bytes(), rel)
+                check_compiles(data, rel)
             except SyntaxError as e:
                 return Outcome.INVALID_PROPOSAL, f"SyntaxError in {rel} line {e.lineno}: {e.msg}"
             except ValueError as e:
                 return Outcome.INVALID_PROPOSAL, f"{rel} cannot be compiled: {e}"
+            if lim.literal_bytes:
+                big = largest_literal(data)
+                if big is not None and big[0] > lim.literal_bytes:
+                    return Outcome.INVALID_PROPOSAL, (
+                        f"{rel} line {big[1]}: a literal of {big[0]:,} bytes, over the recipe's literal_bytes limit of "
+                        f"{lim.literal_bytes:,}: embedded weights or data are not allowed; compute them in training")
+    if lim.code_bytes and total > lim.code_bytes:
+        return Outcome.INVALID_PROPOSAL, (f"the editable code is {total:,} bytes, over the recipe's code_bytes limit of "
+                                          f"{lim.code_bytes:,}")
     return None
 
 
+def _name(rel: str) -> str:
+    """A file name from the trial's code, safe to put in a one-line reason."""
+    return repr(rel)[1:-1] if not rel.isprintable() or "`" in rel else rel
+
+
+def largest_literal(source: bytes) -> tuple[int, int] | None:
+    """(bytes, line) of the largest data literal in Python source, or None if there is none.
+
+    Counted: a string or bytes constant; a concatenation of constants (``"a" + "b"``);
+    a list, tuple, set or dict display of constants (the bytes of their reprs).
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+    def const_size(node: ast.AST) -> int | None:
+        if isinstance(node, ast.Constant):
+            v = node.value
+            return len(v) if isinstance(v, (str, bytes)) else len(repr(v))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            a, b = const_size(node.left), const_size(node.right)
+            if a is None or b is None:
+                return None
+            if isinstance(node.op, ast.Mult):
+                return max(a, b)  # "x" * n: the repeat count is not data
+            return a + b
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            sizes = [const_size(e) for e in node.elts]
+            return None if any(x is None for x in sizes) else sum(sizes) + len(sizes)
+        if isinstance(node, ast.Dict):
+            sizes = [const_size(e) for e in (*node.keys, *node.values) if e is not None]
+            return None if any(x is None for x in sizes) else sum(sizes) + len(sizes)
+        if isinstance(node, ast.UnaryOp):
+            return const_size(node.operand)
+        return None
+
+    best: tuple[int, int] | None = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Constant, ast.BinOp, ast.List, ast.Tuple, ast.Set, ast.Dict)):
+            size = const_size(node)
+            if size is not None and (best is None or size > best[0]):
+                best = (size, getattr(node, "lineno", 0))
+    return best
+
+
 def _stage(recipe: Recipe, code_dir: Path, dest: Path) -> None:
-    """Editable files from the trial; every other file from the trusted recipe folder."""
+    """Editable files from the trial; every other file from the trusted recipe folder; mount points for data."""
     for rel in recipe.snapshot_files():
         src = code_dir / rel if rel in recipe.editable else recipe.root / rel
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
+    for rel in recipe.data.local:
+        (dest / rel).mkdir(parents=True, exist_ok=True)
 
 
 def _process_limits(recipe: Recipe, wall: float) -> ProcessLimits:
@@ -180,6 +248,11 @@ def _failure(step: str, r: ProcessResult, recipe: Recipe, wall_limit: float) -> 
                      "(a fork bomb?) and was killed", r)
     if r.limit == "stopped":
         return _Stop(Outcome.HARNESS_ERROR, f"{step} was stopped because the evaluator was shut down", r)
+    if r.limit == "survivor":
+        return _Stop(Outcome.CRASHED, f"{step}: {r.survivors} process(es) of the trial survived the final kill", r)
+    if r.limit == "sandbox":
+        fatal = "; ".join(n[6:] for n in r.notes if n.startswith("fatal:"))
+        return _Stop(Outcome.HARNESS_ERROR, f"{step} could not be sandboxed: {fatal}", r)
     if r.limit == "supervisor":
         return _Stop(Outcome.CRASHED, f"{step}: the evaluator's supervisor process was killed (signal "
                      f"{-r.returncode}) while the trial ran; the trial's processes were killed", r)
@@ -192,32 +265,61 @@ def _failure(step: str, r: ProcessResult, recipe: Recipe, wall_limit: float) -> 
     return None
 
 
-def _artifact_bytes(recipe: Recipe, code_dir: Path, workdir: Path) -> int:
-    total = sum((code_dir / rel).stat().st_size for rel in recipe.editable) if recipe.artifact.include_code else 0
-    for pattern in recipe.artifact.files:
-        for p in glob.glob(str(workdir / pattern), recursive=True):
-            if os.path.isfile(p) and not os.path.islink(p):
-                total += os.path.getsize(p)
+ARTIFACT_DEPTH = 32  # artifact globs never reach deeper; a trial's deeper folders are not walked
+
+
+def _artifact_files(recipe: Recipe, workdir: Path) -> list[str]:
+    """Relative paths of the regular files training wrote that the recipe's ``artifact.files`` globs match.
+
+    Walks iteratively, ARTIFACT_DEPTH folders deep at most, without following links.
+    """
+    patterns = recipe.artifact.files
+    found: list[str] = []
+    stack: list[tuple[str, str, int]] = [(str(workdir), "", 0)] if patterns else []
+    while stack:
+        path, rel_dir, depth = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for e in entries:
+            rel = f"{rel_dir}{e.name}"
+            if e.is_dir(follow_symlinks=False):
+                if depth < ARTIFACT_DEPTH:
+                    stack.append((e.path, rel + "/", depth + 1))
+            elif e.is_file(follow_symlinks=False) and any(
+                    fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(rel, pat.replace("**/", ""))
+                    for pat in patterns):
+                found.append(rel)
+    return sorted(found)
+
+
+def _collect_artifacts(recipe: Recipe, code_dir: Path, workdir: Path, dest: Path | None, limit: int) -> int:
+    """Artifact bytes: the editable code (when counted) and every artifact file, copied to ``dest`` if given.
+
+    Only regular files are counted and copied (never links, FIFOs or devices), at most
+    ``limit`` bytes each; what the protected step sees is exactly what was counted.
+    """
+    total = sum(len(read_trial_file(code_dir / rel, 64 * 1024**2) or b"") for rel in recipe.editable) \
+        if recipe.artifact.include_code else 0
+    for rel in _artifact_files(recipe, workdir):
+        if dest is not None:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size = copy_trial_file(workdir / rel, target, limit)
+        else:
+            data = read_trial_file(workdir / rel, limit)
+            size = None if data is None else len(data)
+        total += size or 0
     return total
 
 
 def _sha_or_none(path: Path) -> str | None:
-    try:
-        return None if path.is_symlink() else file_sha256(path)
-    except OSError:
-        return None
+    return sha256_of_trial_file(path)
 
 
 def _changed_protected(recipe: Recipe, workdir: Path, expected: dict[str, str]) -> list[str]:
-    changed = []
-    for rel, digest in expected.items():
-        p = workdir / rel
-        try:
-            if p.is_symlink() or file_sha256(p) != digest:
-                changed.append(rel)
-        except OSError:
-            changed.append(rel)
-    return changed
+    return [rel for rel, digest in expected.items() if sha256_of_trial_file(workdir / rel) != digest]
 
 
 def evaluate_code(
@@ -245,6 +347,7 @@ def evaluate_code(
     if pre is not None:
         return Evaluation(outcome=pre[0], reason=pre[1], score=None, total_seconds=time.monotonic() - start)
 
+    _data.ensure_prepared(recipe)
     # Seed indices: 0..n-1, or the ones asked for (confirmation seeds); a gate within its noise adds more.
     seed_list = list(seeds) if isinstance(seeds, (list, tuple)) else list(range(seeds or recipe.seeds))
     planned = len(seed_list)
@@ -254,6 +357,7 @@ def evaluate_code(
     # (The editable baseline files are left out, so editing them during a loop is harmless.)
     trusted = {**expected, RECIPE_FILE: _sha_or_none(recipe.root / RECIPE_FILE)}
     trusted_names = set(recipe.snapshot_files())
+    trusted_data = _data.fingerprint(recipe)
     lim = recipe.limits
     seed_metrics: list[dict[str, float]] = []
     histories: dict[str, list[float]] = {}
@@ -261,21 +365,29 @@ def evaluate_code(
     sizes: list[int] = []
     logs: dict[str, Path] = {}
     notes: set[str] = {f"sandbox={sandbox_level()}"}
+    if _data.unsealed(recipe):
+        notes.add("data-unsealed")
     stop: _Stop | None = None
     stop_error: tuple[str | None, str] = (None, "")
     gpu = extra_env.get("CUDA_VISIBLE_DEVICES") if extra_env else None
 
     with Workspace(workspace_base) as ws:
-        def run(name: str, command: str, cwd: Path, wall: float, env_extra: dict[str, str]) -> ProcessResult:
+        def run(name: str, command: str, cwd: Path, wall: float, env_extra: dict[str, str], view: View,
+                for_eval: bool = False) -> ProcessResult:
             env = scrubbed_env(cwd, {**(extra_env or {}), **env_extra})
-            r = ws.run(name, command_argv(command), cwd, env, _process_limits(recipe, wall))
+            r = ws.run(name, command_argv(command), cwd, env, _process_limits(recipe, wall), view=view,
+                       for_eval=for_eval)
             logs[f"{name}.stdout.txt"] = r.stdout_path
             logs[f"{name}.stderr.txt"] = r.stderr_path
-            notes.update(r.notes)
+            notes.update(n for n in r.notes if not n.startswith("fatal:"))
             if r.leftover:
                 notes.add(f"{name}: killed {r.leftover} process(es) left running after the command exited")
+            # Nothing of this step's uid may outlive it (the sweep already made sure; this is the check).
+            ws.kill_all(for_eval=for_eval)
             tampered = [rel for rel, digest in trusted.items() if _sha_or_none(recipe.root / rel) != digest]
             tampered += sorted(set(recipe.snapshot_files()) ^ trusted_names)  # files planted or removed
+            if _data.fingerprint(recipe) != trusted_data:
+                tampered.append("declared data")
             if tampered:
                 # Only possible when containment is weaker (same-user mode): the trusted copy itself changed.
                 raise _Stop(Outcome.PROTECTED_VIOLATION, f"the recipe's own files in {recipe.root} changed while "
@@ -286,15 +398,21 @@ def evaluate_code(
             return (lim.total_seconds - (time.monotonic() - start)) if lim.total_seconds else float("inf")
 
         try:
+            check_trial_interpreter(ws)
             if recipe.preflight:
                 say("preflight")
                 wd = ws.workdir("preflight")
                 _stage(recipe, code_dir, wd)
                 ws.give(wd)
-                r = run("preflight", recipe.preflight, wd, min(lim.preflight_seconds, remaining()), {})
+                r = run("preflight", recipe.preflight, wd, min(lim.preflight_seconds, remaining()), {},
+                        _data.training_view(recipe, wd))
                 failed = _failure("the preflight", r, recipe, lim.preflight_seconds)
                 if failed:
-                    raise _Stop(Outcome.PREFLIGHT_FAILED, failed.reason, r)
+                    if failed.outcome is not Outcome.HARNESS_ERROR:
+                        failed = _Stop(Outcome.PREFLIGHT_FAILED, failed.reason, r)
+                    raise failed
+                ws.take_back(wd)
+                remove_tree(wd)
 
             done = 0
             while done < len(seed_list):
@@ -311,7 +429,8 @@ def evaluate_code(
                 ws.give(wd)
                 result_path = wd / "result.json"
                 r = run(f"seed{seed}", recipe.command, wd, budget,
-                        {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_RESULT": str(result_path)})
+                        {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_RESULT": str(result_path)},
+                        _data.training_view(recipe, wd))
                 changed = _changed_protected(recipe, wd, expected)
                 if changed:
                     raise _Stop(Outcome.PROTECTED_VIOLATION,
@@ -325,18 +444,28 @@ def evaluate_code(
                 walls.append(r.wall_seconds)
                 history = parse_text(r.stdout(), recipe.metric_regex)
                 history.update(parse_json_file(result_path))
-                size = _artifact_bytes(recipe, code_dir, wd)
-                sizes.append(size)
 
                 if recipe.evaluate:
                     say(f"seed {done}/{n_seeds}: protected evaluation")
-                    ev_dir = ws.workdir(f"seed{seed}-eval")
+                    # A folder training never owned: the eval uid's, with the protected files and,
+                    # copied by the evaluator, exactly the artifact files that are counted.
+                    ev_dir = ws.workdir(f"seed{seed}-eval", for_eval=True)
                     for rel in expected:
                         (ev_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(recipe.root / rel, ev_dir / rel)
-                    ws.give(ev_dir)
+                    for rel in recipe.data.local:
+                        (ev_dir / rel).mkdir(parents=True, exist_ok=True)
+                    ws.give(ev_dir, for_eval=True)
+                    artifacts = ev_dir / "artifacts"
+                    artifacts.mkdir(mode=0o755)
+                    size = _collect_artifacts(recipe, code_dir, wd, artifacts, lim.disk_bytes)
+                    # Training's folder is gone before the evaluation starts: nothing of it but the
+                    # copied artifacts can be read, even where both steps run as one user.
+                    ws.take_back(wd)
+                    remove_tree(wd)
                     er = run(f"seed{seed}-eval", recipe.evaluate, ev_dir, min(lim.eval_seconds, max(remaining(), 1)),
-                             {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_ARTIFACT_DIR": str(wd)})
+                             {"AUTORESEARCH_SEED": str(seed), "AUTORESEARCH_ARTIFACT_DIR": str(artifacts)},
+                             _data.evaluation_view(recipe, ev_dir), for_eval=True)
                     failed = _failure(f"the protected evaluation (seed {seed})", er, recipe, lim.eval_seconds)
                     if failed:
                         raise failed
@@ -344,10 +473,17 @@ def evaluate_code(
                     # is kept under train/ and can never stand in for it.
                     history = {f"train/{k}": v for k, v in history.items()}
                     history.update(parse_text(er.stdout(), recipe.metric_regex))
+                    remove_tree(ev_dir)
+                else:
+                    size = _collect_artifacts(recipe, code_dir, wd, None, lim.disk_bytes)
+                    ws.take_back(wd)
+                    remove_tree(wd)  # the next seed's disk limit counts the whole workspace
+                sizes.append(size)
 
                 for name in EVALUATOR_METRICS:
                     history.pop(name, None)  # the evaluator's own measurements are never the script's
                 history["train_seconds"] = [r.wall_seconds]
+                history["cpu_seconds"] = [r.cpu_seconds]
                 history["artifact_bytes"] = [float(size)]
                 if seed == 0:  # the first seed's curves feed a sweep's pruner
                     histories.update({k: list(v) for k, v in history.items()})
@@ -368,6 +504,8 @@ def evaluate_code(
             stop = s
             # Read the error while the workspace (and its logs) still exists.
             stop_error = error_summary(s.result.stderr()) if s.result else (None, "")
+            if s.outcome is Outcome.HARNESS_ERROR and s.result is not None and s.result.limit == "sandbox":
+                raise SandboxError(s.reason) from None
         finally:
             if keep_logs_in is not None:
                 keep_logs_in.mkdir(parents=True, exist_ok=True)
@@ -400,6 +538,20 @@ def evaluate_code(
         return Evaluation(outcome=Outcome.GATE_FAILED, reason="; ".join(parts), score=score, gates=gates, **common)
     return Evaluation(outcome=Outcome.OK, reason=f"{recipe.metric.name} = {score:.6g} over {len(seed_metrics)} seed(s)",
                       score=score, gates=gates, **common)
+
+
+def watchdog_seconds(recipe: Recipe, seeds: int | Sequence[int] | None = None) -> float:
+    """The longest one evaluation may take before its run is ended as ``harness_error`` whatever happens.
+
+    Every limit the evaluator enforces, summed (extra gate seeds included), plus a margin for its own work.
+    """
+    lim = recipe.limits
+    n = len(seeds) if isinstance(seeds, (list, tuple)) else (seeds or recipe.seeds) + recipe.acceptance.max_gate_seeds
+    per_seed = lim.train_seconds + (lim.eval_seconds if recipe.evaluate else 0) + 2 * (lim.grace_seconds + 60)
+    steps = (lim.preflight_seconds + lim.grace_seconds + 60 if recipe.preflight else 0) + n * per_seed
+    if lim.total_seconds:
+        steps = min(steps, lim.total_seconds + n * 2 * (lim.grace_seconds + 60))
+    return lim.prepare_seconds + 120 + steps
 
 
 def gates_within_noise(recipe: Recipe, seed_metrics: list[dict[str, float]]) -> str | None:

@@ -42,9 +42,14 @@ def parse_text(text: str, regexes: dict[str, str] | None = None) -> dict[str, li
 
 def parse_json_file(path: Path) -> dict[str, list[float]]:
     """Metrics from a JSON object ``{name: number}``; anything else is ignored."""
+    from mlflow_autoresearch.evaluator._sandbox import read_trial_file
+
+    raw = read_trial_file(path, 1_000_000)  # never a link (to a root-only file), a FIFO or /dev/zero
+    if raw is None:
+        return {}
     try:
-        data = json.loads(path.read_text()[:1_000_000])
-    except (OSError, ValueError):
+        data = json.loads(raw.decode(errors="replace"))
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}
@@ -73,7 +78,9 @@ _EXC = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|F
 
 def error_summary(stderr: str, max_lines: int = 25) -> tuple[str | None, str]:
     """The exception type (if a Python traceback ended the output) and the last lines."""
-    lines = [ln for ln in stderr.rstrip().splitlines() if ln.strip()]
+    from mlflow_autoresearch._untrusted import clean
+
+    lines = [ln for ln in clean(stderr).rstrip().splitlines() if ln.strip()]
     exc_type = None
     for ln in reversed(lines[-50:]):
         m = _EXC.match(ln.strip())

@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import sys
 import threading
 import time
@@ -98,8 +99,37 @@ def _read(stream, cap: Capture) -> None:
         cap.feed(chunk)
 
 
+def _live_task_rss(pid: int) -> int | None:
+    """A zombie thread-group leader whose other threads still run: the group's resident bytes, else None.
+
+    The leader's own /proc/<pid>/stat reads Z with no memory once its main thread
+    has exited, while the process (its other threads) runs on.
+    """
+    try:
+        tids = [t for t in os.listdir(f"/proc/{pid}/task") if t != str(pid)]
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                rest = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = rest[rest.rfind(")") + 2 :].split()
+        if fields and fields[0] not in ("Z", "X"):
+            try:
+                return int(fields[21]) * PAGE
+            except (IndexError, ValueError):
+                return 0
+    return None
+
+
 def _proc_table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (ppid, state, rss_bytes) for every visible process."""
+    """pid -> (ppid, state, rss_bytes) for every visible process.
+
+    A zombie leader with live threads is reported in state ``T`` (threads) with
+    the group's memory: it is alive, and must be counted and killed.
+    """
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -111,9 +141,14 @@ def _proc_table() -> dict[int, tuple[int, str, int]]:
             continue
         rest = raw[raw.rfind(")") + 2 :].split()
         try:
-            table[int(name)] = (int(rest[1]), rest[0], int(rest[21]) * PAGE)
+            ppid, state, rss = int(rest[1]), rest[0], int(rest[21]) * PAGE
         except (IndexError, ValueError):
             continue
+        if state == "Z":
+            live = _live_task_rss(int(name))
+            if live is not None:
+                state, rss = "T", live
+        table[int(name)] = (ppid, state, rss)
     return table
 
 
@@ -129,23 +164,41 @@ def _descendants(root: int, table: dict[int, tuple[int, str, int]]) -> list[int]
     return out
 
 
-def _dir_bytes(path: str, cap_entries: int = 200_000) -> int:
+def _dir_bytes(paths: str | list[str], cap_entries: int = 200_000) -> int:
+    """Bytes on disk under ``paths``, however deep (walked by directory descriptors, no path length limit)."""
     total, seen = 0, 0
-    stack = [path]
-    while stack and seen < cap_entries:
+    for path in [paths] if isinstance(paths, str) else paths:
         try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    seen += 1
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += st.st_blocks * 512
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
+        stack = [fd]  # open descriptors of folders still to list: at most depth x breadth of the frontier
+        while stack:
+            fd = stack.pop()
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        seen += 1
+                        if seen > cap_entries:
+                            break
+                        try:
+                            st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+                        except OSError:
+                            continue
+                        total += st.st_blocks * 512
+                        if stat.S_ISDIR(st.st_mode):
+                            try:
+                                stack.append(os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
+                            except OSError:
+                                pass  # out of descriptors: this folder goes uncounted
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            if seen > cap_entries:
+                for rest in stack:
+                    os.close(rest)
+                break
     return total
 
 
@@ -181,18 +234,153 @@ def _live_descendants() -> list[int]:
     return [p for p in _descendants(os.getpid(), table) if table[p][1] != "Z"]
 
 
-def _sweep(main_pid: int) -> int:
-    """Kill everything left in the tree until nothing is; returns how many were left running.
+def _sweep(main_pid: int, cgroup: Cgroup | None, uid: int | None) -> tuple[int, int]:
+    """Kill everything left of the trial until nothing is; (left running, survivors).
 
-    Counted before the first kill, so children still in the trial's process
-    group (killed by the group signal) are reported as well as daemons.
+    ``left running`` is counted before the first kill, so children still in the
+    trial's process group are reported as well as daemons.  The cgroup (when
+    there is one) is killed whole by the kernel; the process tree is swept until
+    two passes in a row find nothing alive, zombie leaders with live threads
+    included; as root, every process of the trial's uid is killed too.
+    ``survivors``: what was still alive after all that (the trial then fails).
     """
     leftover = len(_live_descendants())
-    for _ in range(100):
-        if _kill_tree(main_pid, signal.SIGKILL) == 0:
-            break
+    if cgroup is not None:
+        leftover = max(leftover, len(cgroup.pids()))
+    quiet, deadline = 0, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = 0
+        if cgroup is not None:
+            alive += cgroup.kill()
+        alive += _kill_tree(main_pid, signal.SIGKILL)
+        if uid is not None:
+            alive += _kill_uid(uid)
+        quiet = quiet + 1 if alive == 0 else 0
+        if quiet >= 2:
+            return leftover, 0
         time.sleep(0.02)
-    return leftover
+    survivors = len(_live_descendants()) + (len(cgroup.pids()) if cgroup is not None else 0)
+    return leftover, max(survivors, 1)
+
+
+def _kill_uid(uid: int) -> int:
+    """SIGKILL every live process of ``uid`` (a leased trial uid: nothing else runs as it)."""
+    n = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+            if state == b"Z" and _live_task_rss(int(name)) is None:
+                continue
+            os.kill(int(name), signal.SIGKILL)
+            n += 1
+        except (OSError, IndexError):
+            continue
+    return n
+
+
+class Cgroup:
+    """A cgroup v2 of its own for one trial, where the kernel offers one (as root).
+
+    ``cgroup.kill`` ends every process in it at once, however it forked;
+    ``cpu.stat`` gives the CPU time of all of them; ``memory.max`` and
+    ``pids.max`` are set when those controllers are enabled for it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, memory: int | None, pids: int) -> Cgroup | None:
+        base = _cgroup2_base()
+        if base is None:
+            return None
+        try:
+            parent = os.path.join(base, "autoresearch")
+            os.makedirs(parent, exist_ok=True)
+            path = os.path.join(parent, f"trial-{os.getpid()}-{os.urandom(4).hex()}")
+            os.mkdir(path)
+        except OSError:
+            return None
+        cg = cls(path)
+        try:
+            with open(os.path.join(parent, "cgroup.controllers")) as f:
+                available = f.read().split()
+        except OSError:
+            available = []
+        for ctl, name, value in (("memory", "memory.max", memory), ("pids", "pids.max", pids)):
+            if value and ctl in available:
+                try:
+                    _write(os.path.join(parent, "cgroup.subtree_control"), f"+{ctl}")
+                    _write(os.path.join(path, name), str(int(value)))
+                except OSError:
+                    pass
+        return cg
+
+    def join(self) -> None:
+        """Move the calling process in (in the child, before it drops root)."""
+        _write(os.path.join(self.path, "cgroup.procs"), "0")
+
+    def pids(self) -> list[int]:
+        try:
+            with open(os.path.join(self.path, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def kill(self) -> int:
+        """Kill everything in it; returns how many processes it still held."""
+        n = len(self.pids())
+        if n:
+            try:
+                _write(os.path.join(self.path, "cgroup.kill"), "1")
+            except OSError:
+                for pid in self.pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        return n
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            with open(os.path.join(self.path, "cpu.stat")) as f:
+                stat = dict(line.split() for line in f if line.strip())
+            return (int(stat["user_usec"]) + int(stat["system_usec"])) / 1e6
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def remove(self) -> None:
+        for _ in range(100):
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                time.sleep(0.02)
+
+
+def _cgroup2_base() -> str | None:
+    """Where this process's cgroup v2 lives, if it may make children there (root, a writable hierarchy)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split() for line in f]
+        with open("/proc/self/cgroup") as f:
+            mine = next((line.strip()[3:] for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    for m in mounts:
+        sep = m.index("-")
+        if m[sep + 1] == "cgroup2" and mine is not None:
+            base = m[4] + (mine if mine != "/" else "")
+            if os.access(base, os.W_OK) and os.path.exists(os.path.join(base, "cgroup.procs")):
+                return base
+    return None
 
 
 def _enc(v: str | None) -> bytes | None:
@@ -216,51 +404,117 @@ def _readonly_flags(path: str) -> int:
 
 
 def _private_mounts(libc, spec: dict, hide_proc: bool) -> list[str]:
-    """In a fresh mount namespace: private, size-limited tmp folders and (as root) a /proc hiding other users.
+    """In a fresh mount namespace: private tmp folders, hidden homes, sealed data; (as root) a /proc hiding others.
 
     Runs in the child before it execs (as root, before the uid drop; else inside
-    its own user namespace).  Bound back into the private folders, at the same
-    paths: the workspace (``spec['bind']``, writable) and the dataset caches
-    (``spec['binds_ro']``, read-only).  Returns notes on what could not be done;
-    never leaks a mount to the host: if making the namespace private fails,
-    nothing is mounted.
+    its own user namespace).  What it mounts, shallowest path first:
+
+    * size-limited private tmpfs on ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``;
+    * an empty read-only tmpfs on each of ``spec['covers']`` (the evaluator's
+      home, and the dataset caches when the recipe declares its data);
+    * bound back at the same paths: the workspace (``spec['bind']``, writable),
+      ``spec['binds_ro']`` read-only (the interpreter and its packages where a
+      cover or a private tmp hides them, the data training may read), and
+      ``spec['local_binds']`` (``[source, target]``: the recipe's ``data.local``
+      folders inside the working folder), read-only;
+    * ``spec['masks']`` made empty (evaluation data training may not read).
+
+    Returns notes on what could not be done; a note starting ``fatal:`` means
+    the trial must not run.  Never leaks a mount to the host: if making the
+    namespace private fails, nothing is mounted.
     """
+    masks = spec.get("masks") or []
     # A new IPC namespace too: System V shared memory a trial leaves behind dies with it.
     if libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0 and libc.unshare(CLONE_NEWNS) != 0:
-        return ["tmp-not-private"]
+        return ["tmp-not-private"] + (["fatal:evaluation data cannot be sealed without a mount namespace"] if masks else [])
     if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None):
-        return ["tmp-not-private"]
+        return ["tmp-not-private"] + (["fatal:evaluation data cannot be sealed without a mount namespace"] if masks else [])
     notes = []
-    keeps = [(p, False) for p in [spec.get("bind")] if p] + [(p, True) for p in spec.get("binds_ro", ())]
-    fds = {}
-    for path, readonly in keeps:
-        try:
-            fds[path] = (os.open(path, os.O_RDONLY | os.O_DIRECTORY), readonly, _readonly_flags(path))
-        except OSError:
-            notes.append(f"not-bound:{path}")
     lim = spec["limits"]
+    ops = []  # (target, kind, extra); kind: tmp | cover | bind
     for d in PRIVATE_TMP:
-        if not os.path.isdir(d) or os.path.islink(d):
-            continue
-        size = {"/dev/shm": lim.get("memory_bytes") or 2 * 1024**3, "/run/lock": 1024**2}.get(
-            d, lim.get("tmp_bytes", 64 * 1024**2))
-        if not _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},mode=1777"):
-            notes.append(f"{d}-not-private")
-            continue
-        for path, (fd, readonly, ro_flags) in fds.items():
-            if not (path + "/").startswith(d.rstrip("/") + "/"):
-                continue
-            os.makedirs(path, mode=0o711, exist_ok=True)
-            if not _mount(libc, f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None):
-                if not readonly:
-                    libc.umount2(d.encode(), MNT_DETACH)  # the workspace must stay reachable
-                    notes.append(f"{d}-not-private")
-                    break
-                notes.append(f"not-bound:{path}")
-            elif readonly and not _mount(libc, None, path, None, ro_flags, None):
-                notes.append(f"writable:{path}")
-    for fd, _, _ in fds.values():
-        os.close(fd)
+        if os.path.isdir(d) and not os.path.islink(d):
+            size = {"/dev/shm": lim.get("memory_bytes") or 2 * 1024**3, "/run/lock": 1024**2}.get(
+                d, lim.get("tmp_bytes", 64 * 1024**2))
+            ops.append((d, "tmp", int(size)))
+    for d in spec.get("covers") or []:
+        if os.path.isdir(d) and not os.path.islink(d):
+            ops.append((os.path.realpath(d), "cover", None))
+    binds = [(p, p, False) for p in [spec.get("bind")] if p]
+    binds += [(p, p, True) for p in spec.get("binds_ro") or []]
+    binds += [(src, dst, True) for src, dst in spec.get("local_binds") or []]
+    for src, dst, readonly in binds:
+        try:
+            fd = os.open(src, os.O_PATH | os.O_CLOEXEC)
+            ops.append((dst, "bind", (fd, readonly, _readonly_flags(src), os.path.isdir(src), src == spec.get("bind"))))
+        except OSError:
+            notes.append(f"not-bound:{src}")
+    ops.sort(key=lambda op: (op[0].rstrip("/").count("/"), {"tmp": 0, "cover": 1, "bind": 2}[op[1]]))
+    ours: list[str] = []  # folders on mounts made here: mount points may be created inside them
+    covers: list[str] = []
+
+    def inside_ours(path: str) -> bool:
+        return any((path + "/").startswith(r.rstrip("/") + "/") for r in ours)
+
+    def make_point(path: str, is_dir: bool) -> bool:
+        if os.path.lexists(path):
+            return not os.path.islink(path)
+        if not inside_ours(path):
+            return False
+        try:
+            if is_dir:
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+        except OSError:
+            return False
+        return True
+
+    for target, kind, extra in ops:
+        if kind == "tmp":
+            if _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={extra},mode=1777"):
+                ours.append(target)
+            else:
+                notes.append(f"{target}-not-private")
+        elif kind == "cover":
+            if make_point(target, True) and _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+                                                   "size=1m,mode=755"):
+                ours.append(target)
+                covers.append(target)
+            else:
+                notes.append(f"not-hidden:{target}")
+        else:
+            fd, readonly, ro_flags, is_dir, workspace = extra
+            if not make_point(target, is_dir) or not _mount(libc, f"/proc/self/fd/{fd}", target, None,
+                                                             MS_BIND | MS_REC, None):
+                if workspace:
+                    # The workspace must stay reachable: give up the private tmp that would hide it.
+                    for d, _, _ in [op for op in ops if op[1] == "tmp"]:
+                        if (target + "/").startswith(d + "/") and d in ours:
+                            libc.umount2(d.encode(), MNT_DETACH)
+                            notes.append(f"{d}-not-private")
+                else:
+                    notes.append(f"not-bound:{target}")
+            else:
+                if workspace:
+                    ours.append(target)
+                if readonly and not _mount(libc, None, target, None, ro_flags, None):
+                    notes.append(f"writable:{target}")
+            os.close(fd)
+    for m in masks:
+        if not os.path.lexists(m):
+            continue  # not visible here at all
+        if os.path.isdir(m) and not os.path.islink(m):
+            done = _mount(libc, "tmpfs", m, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=555")
+        else:
+            done = _mount(libc, "/dev/null", m, None, MS_BIND, None)
+            done = done and _mount(libc, None, m, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None)
+        if not done:
+            notes.append(f"fatal:evaluation data {m} could not be sealed (errno {ctypes.get_errno()})")
+    for c in covers:
+        if not _mount(libc, None, c, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=755"):
+            notes.append(f"writable:{c}")
     if hide_proc and not _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2"):
         notes.append("proc-not-hidden")
     os.chdir(spec["cwd"])  # through the bind mount, so relative and absolute paths agree
@@ -302,10 +556,15 @@ def _same_user_processes() -> int:
     return n
 
 
-def _preexec(spec: dict, status_w: int):
+def _preexec(spec: dict, status_w: int, cgroup: Cgroup | None):
     def run() -> None:
         notes = []
         libc = ctypes.CDLL(None, use_errno=True)
+        if cgroup is not None:
+            try:
+                cgroup.join()
+            except OSError:
+                notes.append("no-cgroup")
         uid, gid = spec.get("uid"), spec.get("gid")
         network = spec.get("network", True)
         lim = spec["limits"]
@@ -326,6 +585,13 @@ def _preexec(spec: dict, status_w: int):
                 notes.append("no-user-namespace")
                 if not network:
                     notes.append("network-not-isolated")
+                if spec.get("masks"):
+                    notes.append("fatal:evaluation data cannot be sealed without a user namespace")
+        if uid is not None and os.geteuid() == 0 and uid == 0:
+            notes.append("fatal:refusing to run a trial as root")
+        if any(n.startswith("fatal:") for n in notes):
+            os.write(status_w, ",".join(notes).encode())
+            os._exit(126)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim["open_files"], lim["open_files"]))
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_bytes"], lim["file_bytes"]))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -357,6 +623,8 @@ def supervise(spec: dict) -> dict:
     out = Capture(lim["output_bytes"], spec["stdout_path"])
     err = Capture(lim["output_bytes"], spec["stderr_path"])
     status_r, status_w = os.pipe()
+    cgroup = (Cgroup.create(lim.get("memory_bytes"), lim["processes"])
+              if spec.get("uid") is not None and spec.get("cgroup", True) else None)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -367,7 +635,7 @@ def supervise(spec: dict) -> dict:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_preexec(spec, status_w),
+            preexec_fn=_preexec(spec, status_w, cgroup),
             pass_fds=(status_w,),
             close_fds=True,
         )
@@ -376,9 +644,11 @@ def supervise(spec: dict) -> dict:
         err.feed(f"could not start {spec['argv'][0]!r}: {e}\n".encode())
         err.write()
         out.write()
+        if cgroup is not None:
+            cgroup.remove()
         return {"returncode": 127, "wall_seconds": 0.0, "timed_out": False, "limit": None,
-                "peak_rss_bytes": 0, "leftover": 0, "stdout_bytes": 0, "stderr_bytes": err.total,
-                "truncated": False, "notes": ["start-failed"]}
+                "peak_rss_bytes": 0, "leftover": 0, "survivors": 0, "cpu_seconds": 0.0, "stdout_bytes": 0,
+                "stderr_bytes": err.total, "truncated": False, "notes": ["start-failed"]}
     os.close(status_w)
     readers = [
         threading.Thread(target=_read, args=(proc.stdout, out), daemon=True),
@@ -412,7 +682,7 @@ def supervise(spec: dict) -> dict:
                 # At the cap (RLIMIT_NPROC makes forks fail there): a fork bomb, not a slow program.
                 limit_hit = "processes"
             elif now >= next_disk:
-                used = _dir_bytes(spec["cwd"])
+                used = _dir_bytes(spec.get("disk_paths") or spec["cwd"])
                 # Scan often while scans are cheap; a folder of many files is scanned less often.
                 next_disk = time.monotonic() + max(DISK_POLL_MIN, 5 * (time.monotonic() - now))
                 if used > lim["disk_bytes"]:
@@ -426,18 +696,28 @@ def supervise(spec: dict) -> dict:
             _kill_tree(proc.pid, signal.SIGKILL)
         time.sleep(POLL)
     wall = time.monotonic() - start
-    leftover = _sweep(proc.pid)
+    leftover, survivors = _sweep(proc.pid, cgroup, spec.get("uid") if spec.get("sweep_uid") else None)
     for t in readers:
         t.join(timeout=5)
     notes = []
     try:
-        status = os.read(status_r, 256).decode()
+        status = os.read(status_r, 4096).decode(errors="replace")
         if status and status != "ok":
             notes.extend(status.split(","))
     except OSError:
         pass
-    if _dir_bytes(spec["cwd"]) > lim["disk_bytes"] and limit_hit is None and not timed_out:
+    if any(n.startswith("fatal:") for n in notes):
+        limit_hit = "sandbox"
+    if _dir_bytes(spec.get("disk_paths") or spec["cwd"]) > lim["disk_bytes"] and limit_hit is None and not timed_out:
         limit_hit = "disk"
+    if survivors and limit_hit is None:
+        limit_hit = "survivor"
+    cpu = cgroup.cpu_seconds() if cgroup is not None else None
+    if cpu is None:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # every reaped process of the tree: we are its subreaper
+        cpu = ru.ru_utime + ru.ru_stime
+    if cgroup is not None:
+        cgroup.remove()
     truncated = out.write() | err.write()
     return {
         "returncode": proc.returncode,
@@ -446,6 +726,8 @@ def supervise(spec: dict) -> dict:
         "limit": limit_hit,
         "peak_rss_bytes": peak,
         "leftover": leftover,
+        "survivors": survivors,
+        "cpu_seconds": cpu,
         "stdout_bytes": out.total,
         "stderr_bytes": err.total,
         "truncated": truncated,

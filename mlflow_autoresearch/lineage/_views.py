@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from functools import cached_property
 
 from mlflow_autoresearch import schema as S
+from mlflow_autoresearch._untrusted import defence, quote
 from mlflow_autoresearch.lineage._record import TrialRecord
 from mlflow_autoresearch.lineage._store import LineageStore
 from mlflow_autoresearch.outcome import Direction, Outcome
@@ -20,7 +21,7 @@ VIEW_CHARS = 6000
 
 
 def _cell(text: str, limit: int = 90) -> str:
-    text = " ".join(str(text).split()).replace("|", "/")
+    text = " ".join(defence(str(text)).split()).replace("|", "/")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -281,7 +282,7 @@ def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int
     parts = [f"## {t.name} ({t.run_id})", f"specialist: {t.specialist}; parent: "
              f"{lineage.by_id[t.parent_id].short if t.parent_id in lineage.by_id else '—'}",
              f"outcome: {t.outcome.value if t.outcome else t.status}; decision: {t.decision}; score: {_fmt(t.score)}",
-             f"hypothesis: {t.hypothesis}", f"feedback: {t.feedback}"]
+             f"hypothesis: {t.hypothesis}", f"feedback: {defence(t.feedback)}"]
     if t.tags.get(S.PREFIX + "transfer"):  # `autoresearch confirm`: the gain re-checked at another profile
         parts.append(t.tags[S.PREFIX + "transfer"])
     diff = store.read_artifact(t.run_id, S.PATCH) or ""
@@ -290,7 +291,8 @@ def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int
         log = store.read_artifact(t.run_id, f"{S.LOGS_DIR}/{name}")
         if log:
             tail = "\n".join(log.splitlines()[-tail_lines:])
-            parts.append(f"### {name} (last {tail_lines} lines)\n```\n{_bound(tail, 3000)}\n```")
+            parts.append(f"### {name} (last {tail_lines} lines)\n```\n"
+                         f"{_bound(quote(tail, name, max_lines=tail_lines, width=200), 3000)}\n```")
     return _bound("\n".join(parts), 12000)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from mlflow_autoresearch._errors import HarnessError
+from mlflow_autoresearch._untrusted import defence
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.specialists._base import ProposalContext
 from mlflow_autoresearch.specialists._roles import prompt
@@ -135,7 +136,7 @@ def first_turn(ctx: ProposalContext) -> str:
         "parent_outcome": p.outcome.value if p.outcome else p.status,
         "parent_score": "—" if p.score is None else f"{p.score:.5g}",
         "parent_hypothesis": p.hypothesis or _messages()["no_hypothesis"],
-        "parent_feedback": p.feedback.strip() or _messages()["no_feedback"],
+        "parent_feedback": defence(p.feedback).strip() or _messages()["no_feedback"],
         "saturation": message("saturation", note=ctx.saturation.strip()) if ctx.saturation.strip() else "",
         "parent_code": code,
     }

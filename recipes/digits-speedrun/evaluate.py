@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from data import load_split
+from data import load_test
 
 
 def main() -> int:
@@ -24,7 +24,7 @@ def main() -> int:
         return 1
     model = torch.jit.load(str(artifact), map_location="cpu")
     model.eval()
-    _, _, x_test, y_test = load_split()
+    x_test, y_test = load_test()
     with torch.no_grad():
         logits = model(torch.from_numpy(x_test))
     if logits.shape != (len(y_test), 10):

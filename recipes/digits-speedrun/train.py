@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import load_split
+from data import load_train
 
 SEED = int(os.environ.get("AUTORESEARCH_SEED", "0"))
 HIDDEN = 256  # units in each hidden layer
@@ -55,7 +55,7 @@ def lr_at(step: int, total: int) -> float:
 def main() -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(THREADS)
-    x_train, y_train, _, _ = load_split()
+    x_train, y_train = load_train()
     x = torch.from_numpy(x_train)
     y = torch.from_numpy(y_train)
     model = Net()

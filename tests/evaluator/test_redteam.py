@@ -588,7 +588,8 @@ print(f'accuracy: {helper.ACCURACY}')
 print('json module:', json.__file__)
 """
 PROTECTED = {"evaluate.py": EVALUATE_PY, "helper.py": "ACCURACY = 0.9\n"}
-PROTECTED_SPEC = {"protected": ["evaluate.py", "helper.py"], "evaluate": "python evaluate.py"}
+PROTECTED_SPEC = {"protected": ["evaluate.py", "helper.py"], "evaluate": "python evaluate.py",
+                  "artifact": {"include_code": True, "files": ["out.txt"]}}
 HONEST = "open('out.txt', 'w').write('0.7')\n"
 
 
