@@ -21,6 +21,7 @@ from pathlib import Path
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import HarnessError
 from mlflow_autoresearch.lineage import LineageStore, TrialRecord
+from mlflow_autoresearch.loop import _cluster
 from mlflow_autoresearch.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,23 @@ class Evaluations:
         self.leases = leases
         self._submit_lock = threading.Lock()
         self._active: dict[str, object] = {}
+        self._adopted: dict[str, object] = {}  # run id -> a SLURM job found queued or running at resume
+        self._slurm_config = _cluster.load_user_config(backend_config) if backend == "slurm" and not in_process else {}
+
+    @property
+    def on_cluster(self) -> bool:
+        return self.backend == "slurm" and not self.in_process
+
+    def adopt(self, trial: TrialRecord) -> str | None:
+        """At resume: when ``trial`` is still a queued or running job, remember it (run() waits on it
+        instead of submitting again) and say which job; else None."""
+        if not self.on_cluster:
+            return None
+        job = _cluster.live_job(trial.run_id, self.tracking_uri)
+        if job is None:
+            return None
+        self._adopted[trial.run_id] = job
+        return f"SLURM job {job.job_id} ({job.state.lower()})"
 
     def _project(self) -> str:
         if self.project_uri:
@@ -152,6 +170,14 @@ class Evaluations:
             self.leases.release(trial.run_id)
             self.store.set_tags(trial.run_id, {S.LEASE: lease_value(new_owner(pid=0), self.leases.seconds)})
 
+        submitted = self._adopted.pop(trial.run_id, None)
+        if submitted is None and self.on_cluster:  # never a second job while one is queued or running
+            submitted = _cluster.live_job(trial.run_id, self.tracking_uri)
+        if submitted is not None:
+            self._active[trial.run_id] = submitted
+            return self._wait(trial, submitted)
+        config = _cluster.job_config(self.recipe, self._slurm_config, trial.run_id) if self.on_cluster \
+            else self.backend_config
         with self._submit_lock:  # the child inherits os.environ at submission: pin the slot's GPU
             saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH")}
             try:
@@ -165,7 +191,7 @@ class Evaluations:
                     self._project(), entry_point="evaluate",
                     parameters={"trial": trial.run_id, "recipe": str(self.recipe.root)},
                     experiment_id=self.experiment_id, run_id=trial.run_id, backend=self.backend,
-                    backend_config=self.backend_config, env_manager="local", synchronous=False,
+                    backend_config=config, env_manager="local", synchronous=False,
                 )
             finally:
                 for k, v in saved.items():
@@ -174,18 +200,34 @@ class Evaluations:
                     else:
                         os.environ[k] = v
             self._active[trial.run_id] = submitted
+        return self._wait(trial, submitted)
+
+    def _wait(self, trial: TrialRecord, submitted) -> TrialRecord:
+        ended = False
         try:
             ok = submitted.wait()
+            ended = True
         finally:
             self._active.pop(trial.run_id, None)
+            if not ended:  # abandoned (an error or an interrupt while waiting): do not leave it queued
+                self._cancel(submitted)
         record = self.store.get(trial.run_id)
+        if record.outcome is None and getattr(submitted, "timed_out", False):
+            record = _cluster.record_time_limit(self.store, self.recipe, trial, submitted)
         if record.outcome is None:
+            if getattr(submitted, "cancelled", False) and self.leases:
+                self.leases.release(trial.run_id, expire=True)  # stopped by us: the next loop re-evaluates it
             raise HarnessError(f"evaluation of {trial.short} ended ({'ok' if ok else 'failed'}) without a result")
         return record
 
+    @staticmethod
+    def _cancel(submitted) -> None:
+        try:
+            submitted.cancel()
+        except Exception as e:
+            logger.warning("could not cancel an evaluation: %s", e)
+
     def cancel_all(self) -> None:
+        """Cancel every evaluation in flight (local processes killed, SLURM jobs scancelled)."""
         for submitted in list(self._active.values()):
-            try:
-                submitted.cancel()
-            except Exception as e:
-                logger.warning("could not cancel an evaluation: %s", e)
+            self._cancel(submitted)

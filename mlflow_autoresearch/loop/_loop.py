@@ -29,7 +29,7 @@ from mlflow_autoresearch.evaluator import check_code
 from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
 from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
 from mlflow_autoresearch.loop._policy import Choice, Policy
-from mlflow_autoresearch.loop._slots import detect_slots
+from mlflow_autoresearch.loop._slots import detect_slots, job_slots
 from mlflow_autoresearch.outcome import Decision, Outcome
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.settings import Settings, tracking_uri
@@ -87,7 +87,7 @@ class Loop:
     def __init__(self, recipe: Recipe, settings: Settings, *, store: LineageStore | None = None,
                  specialist=None, echo: Echo | None = None) -> None:
         self.recipe, self.settings = recipe, settings
-        if settings.backend != "local" and not settings.project and not settings.in_process:
+        if settings.backend not in ("local", "slurm") and not settings.project and not settings.in_process:
             raise UsageError(f"--backend {settings.backend} needs --project: an MLflow project whose `evaluate` entry "
                              "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.echo = echo or (lambda m: logger.info("%s", m))
@@ -99,7 +99,9 @@ class Loop:
         self.specialist = specialist or make_specialist(settings.agent, **_backend_options(settings, self.agent))
         self.roles = roster(recipe)
         self.policy = Policy(self.roles, settings.seed)
-        self.slots = detect_slots(settings.slots)
+        # A cluster backend's slots are jobs at once (--slots), not this machine's GPUs.
+        self.slots = detect_slots(settings.slots) if settings.backend == "local" or settings.in_process \
+            else job_slots(settings.slots)
         self.owner = new_owner()
         self.leases = LeaseKeeper(self.store, self.owner, settings.lease_seconds)
         self.evaluations = Evaluations(
@@ -304,6 +306,7 @@ class Loop:
             self._ensure_baseline()
             reason = self._main(start)
         finally:
+            self.evaluations.cancel_all()  # nothing is left queued or running when the loop leaves
             self.leases.close()
             self._restore_signals(old)
         lineage = self.lineage()
@@ -324,7 +327,10 @@ class Loop:
         waiting: set[str] = set()  # RUNNING trials another live process is evaluating
         for t in [t for t in lineage.trials if t.status == "RUNNING" and t.outcome is None
                   and t.worker == self.settings.worker and t.specialist != BASELINE]:
-            if lease_is_stale(t) and self._take_over(t):
+            if job := self.evaluations.adopt(t):  # still queued or running on the cluster: wait for it
+                self.echo(f"resume: {t.short} is still {job}; waiting for it on a slot")
+                ready.append(t)
+            elif lease_is_stale(t) and self._take_over(t):
                 self.echo(f"resume: {t.short} was left running by a stopped loop; evaluating it again")
                 ready.append(t)
             else:

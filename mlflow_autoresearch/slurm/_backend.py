@@ -111,8 +111,23 @@ def render_script(config: SlurmConfig, *, command: str, work_dir: str, run_env: 
     lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in opts),
              "# written by mlflow_autoresearch.slurm for one MLflow run", ""]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in run_env.items()]
-    lines += [*config.setup, f"cd {shlex.quote(work_dir)}", f"exec {command}", ""]
+    lines += [*config.setup, f"cd {shlex.quote(work_dir)}", command, "status=$?",
+              "# attach this job's output to the run now (a waiting submitter attaches it again at the end)",
+              f"python -c {shlex.quote(ATTACH_PY)} {shlex.quote(str(stdout))} {shlex.quote(str(stderr))} "
+              ">/dev/null 2>&1 || true", "exit $status", ""]
     return "\n".join(lines)
+
+
+ATTACH_PY = """\
+import os, shutil, sys, tempfile
+from mlflow.tracking import MlflowClient
+tmp = tempfile.mkdtemp()
+for src, ext in zip(sys.argv[1:], ("out", "err")):
+    dest = os.path.join(tmp, "slurm-%s.%s" % (os.environ["SLURM_JOB_ID"], ext))
+    shutil.copyfile(src, dest)
+    MlflowClient().log_artifact(os.environ["MLFLOW_RUN_ID"], dest, "logs")
+shutil.rmtree(tmp)
+"""
 
 
 _STATUS = {**{s: RunStatus.SCHEDULED for s in _jobs.PENDING}, **{s: RunStatus.RUNNING for s in _jobs.ACTIVE},
