@@ -229,5 +229,5 @@ class Evaluations:
 
     def cancel_all(self) -> None:
         """Cancel every evaluation in flight (local processes killed, SLURM jobs scancelled)."""
-        for submitted in list(self._active.values()):
+        for submitted in [*self._active.values(), *self._adopted.values()]:
             self._cancel(submitted)

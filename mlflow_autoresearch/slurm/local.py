@@ -209,10 +209,19 @@ class LocalSlurm:
     def stop(self, timeout: float = 20) -> None:
         """Cancel every job, stop the daemons, kill what is left of this cluster.  Safe to call twice."""
         if self.conf.exists() and (self.dir / "slurmctld.pid").exists():
-            scancel = shutil.which("scancel")
-            if scancel:
-                subprocess.run([scancel, "--full", "--quiet", "--user", str(os.getuid())],
-                               env=self._daemon_env(), capture_output=True, timeout=30, check=False)
+            scancel, squeue = shutil.which("scancel"), shutil.which("squeue")
+            if scancel and squeue:
+                env = self._daemon_env()
+                subprocess.run([scancel, "--quiet", "--user", str(os.getuid())], env=env, capture_output=True,
+                               timeout=30, check=False)
+                # Let slurmd see its jobs end (a job step left without its slurmd lingers, retrying).
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    left = subprocess.run([squeue, "-h", "-t", "PD,CF,R,CG,S", "-o", "%i"], env=env,
+                                          capture_output=True, text=True, timeout=30, check=False)
+                    if left.returncode != 0 or not left.stdout.strip():
+                        break
+                    time.sleep(0.3)
         for pidfile in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
             try:
                 os.kill(int((self.dir / pidfile).read_text().split()[0]), signal.SIGTERM)
