@@ -112,14 +112,20 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """The cluster .ci/run started (``$AUTORESEARCH_TEST_SLURM_CONF``), else one of this module's own.
+
+    Never the machine's own ``SLURM_CONF``: these tests must not submit to a real cluster.
+    """
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    c = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=4).start()
+    shared = os.environ.get("AUTORESEARCH_TEST_SLURM_CONF")
+    c = LocalSlurm(Path(shared).parent) if shared else LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=4).start()
     saved = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(c.conf)
     yield c
-    c.stop()
+    if not shared:
+        c.stop()
     if saved is None:
         os.environ.pop("SLURM_CONF", None)
     else:
