@@ -288,3 +288,16 @@ def test_a_job_past_its_time_limit_is_timed_out_not_a_harness_error(cluster, ove
     assert base.finished and "time limit" in base.reason
     job = base.tags["slurm.job_id"]
     assert [s for j, s in _jobs("%i", "%T") if j == job] == ["TIMEOUT"]
+
+
+def test_cluster_slots_are_jobs_at_once_not_local_gpus(tmp_path, monkeypatch):
+    from mlflow_autoresearch.loop import Loop
+    from mlflow_autoresearch.loop._slots import detect_slots, job_slots
+    from mlflow_autoresearch.settings import make_settings
+
+    monkeypatch.setenv("AUTORESEARCH_FAKE_GPUS", "0,1")
+    recipe = load_recipe(write_recipe(tmp_path / "toy", TOY_SPEC, {"train.py": TOY_TRAIN}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loop = Loop(recipe, make_settings(tracking_uri=uri, agent="offline", backend="slurm", slots=3))
+    assert loop.slots == [None, None, None]  # no CUDA_VISIBLE_DEVICES pinned: SLURM gives each job its GPUs
+    assert job_slots(None) == [None] and detect_slots(3) == ["0", "1", "0"]  # the local backend: GPUs
