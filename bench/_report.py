@@ -217,19 +217,20 @@ def backends_section(results: dict) -> list[str]:
         f"sleeps {b['sleep_s']:g} s, an instant specialist, {b['slots']} evaluations at once, {b['trials']} trials "
         "per backend after the baseline, each evaluation submitted through `mlflow.projects.run`: `--backend "
         "local` (a process per trial) and `--backend slurm` on a one-node SLURM on 127.0.0.1 "
-        f"(`mlflow_autoresearch.slurm.local`, squeue polled every {b['poll_seconds']:g} s), one after the other "
-        "in the same run. **Slot time** = submit to result; **evaluator** = the evaluator's own clock "
+        f"(`mlflow_autoresearch.slurm.local`, squeue polled every {b['poll_seconds']:g} s), both loops at the "
+        "same time in one process, so that both see the same load. **Slot time** = submit to result; **evaluator** = the evaluator's own clock "
         "(`total_seconds`); **overhead** = the difference (process start, imports, code download, recording; "
         "for SLURM also sbatch, the queue, job start and the poll that sees the end). Medians per trial.",
         "",
         "| backend | slots | trials | slot time | evaluator | overhead per trial | sbatch call | queue wait "
-        "(submit to start) | steady | whole run | outcomes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "(submit to start) | job end seen after | steady | whole run | outcomes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in b["rows"]:
         lines.append(f"| {r['backend']} | {r['slots']} | {r['trials']} | {_s(r['slot_s'])} | {_s(r['evaluator_s'])} "
                      f"| {_s(r['overhead_s'])} | {_s(r.get('sbatch_s'))} | "
-                     f"{_s(r.get('queue_s'), 2) if r['backend'] == 'slurm' else '—'} | {_pct(r['steady'])} | "
+                     f"{_s(r.get('queue_s'), 2) if r['backend'] == 'slurm' else '—'} | {_s(r.get('end_seen_s'), 2)} | "
+                     f"{_pct(r['steady'])} | "
                      f"{_pct(r['whole'])} | {', '.join(f'{k} {v}' for k, v in sorted(r['outcomes'].items()))} |")
     if b.get("slurm_missing"):
         lines += ["", f"No SLURM row: {b['slurm_missing']}."]

@@ -4,8 +4,9 @@
 
 The real loop on a local SQLite store, the same no-op recipe (its training
 sleeps ``--sleep`` seconds) and an instant specialist, with evaluations
-submitted through ``mlflow.projects.run``: once with ``--backend local`` (a
-process per trial on this machine) and once with ``--backend slurm`` against a
+submitted through ``mlflow.projects.run``: one loop with ``--backend local`` (a
+process per trial on this machine) and, at the same time in the same process
+(so that both see the same load), one with ``--backend slurm`` against a
 one-node SLURM on 127.0.0.1 (``mlflow_autoresearch.slurm.local``, started and
 stopped here; needs root and Debian's slurm packages, else that row says why
 it is missing).  ``--slots`` jobs at once.
@@ -18,8 +19,9 @@ Per trial (medians over the trials after the baseline):
 - **overhead** = slot time - evaluator: process start and imports, code
   download, recording, and for SLURM also ``sbatch``, the queue, job start
   and the poll that notices the end;
-- SLURM only: the ``sbatch`` call, and the queue wait (submit to start, from
-  ``squeue``, whole seconds).
+- SLURM only: the ``sbatch`` call, the queue wait (submit to start, from
+  ``squeue``, whole seconds) and how long after the job's end the loop saw it
+  (the poll, and attaching the logs).
 
 Utilization: **steady** (per slot, from its first evaluation's start to its
 last one's, the share of time busy) and **whole run** (``LoopResult.utilization``).
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -47,6 +50,18 @@ from bench._common import InstantSpecialist, in_folder, median, noop_recipe, sql
 from bench.slot_utilization import steady_utilization  # noqa: E402
 
 FAKE_ENV = "AUTORESEARCH_FAKE_GPUS"
+SUBMITS: list[float] = []  # seconds of each sbatch call (only the slurm loop makes them)
+
+
+def _timed_submit(real):
+    def submit(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real(*a, **kw)
+        finally:
+            SUBMITS.append(time.perf_counter() - t0)
+
+    return submit
 
 
 def _loop_class():
@@ -89,48 +104,28 @@ def _slot_intervals(intervals):
     return rows
 
 
-def _squeue_times(names: set[str]) -> dict[str, tuple[float, float]]:
-    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%j|%V|%S"], capture_output=True, text=True,
+def _squeue_times(names: set[str]) -> dict[str, tuple[float, float, float]]:
+    """Per job name: submit, start and end time (slurmctld's clock, whole seconds)."""
+    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%j|%V|%S|%e"], capture_output=True, text=True,
                          check=False)
     times = {}
     for line in out.stdout.splitlines():
-        name, submit, start = line.split("|")
-        if name in names and start not in ("N/A", "Unknown"):
-            times[name] = (datetime.fromisoformat(submit).timestamp(), datetime.fromisoformat(start).timestamp())
+        name, *stamps = line.split("|")
+        if name in names and all(x not in ("N/A", "Unknown") for x in stamps):
+            times[name] = tuple(datetime.fromisoformat(x).timestamp() for x in stamps)
     return times
 
 
 def run_backend(backend: str, recipe, uri: str, slots: int, trials: int, config: Path | None, log) -> dict:
     from mlflow_autoresearch.lineage import MlflowStore
     from mlflow_autoresearch.settings import make_settings
-    from mlflow_autoresearch.slurm import _jobs
 
     name = f"bench-{backend}-{uuid.uuid4().hex[:8]}"
     settings = make_settings(tracking_uri=uri, experiment=name, trials=trials, slots=slots, proposals_ahead=1,
                              agent="offline", backend=backend, backend_config=str(config) if config else None)
     store = MlflowStore(name, uri)
-    submits: list[float] = []
-    real_submit = _jobs.submit
-
-    def timed_submit(*a, **kw):
-        t0 = time.perf_counter()
-        try:
-            return real_submit(*a, **kw)
-        finally:
-            submits.append(time.perf_counter() - t0)
-
-    saved = os.environ.get(FAKE_ENV)
-    os.environ[FAKE_ENV] = ""  # no GPU: the local backend's slots are plain processes
-    _jobs.submit = timed_submit
-    try:
-        loop = _loop_class()(recipe, settings, store=store, specialist=InstantSpecialist(0.0), echo=lambda m: None)
-        result = loop.run()
-    finally:
-        _jobs.submit = real_submit
-        if saved is None:
-            os.environ.pop(FAKE_ENV, None)
-        else:
-            os.environ[FAKE_ENV] = saved
+    loop = _loop_class()(recipe, settings, store=store, specialist=InstantSpecialist(0.0), echo=lambda m: None)
+    result = loop.run()
     if result.trials != trials:
         raise RuntimeError(f"{backend}: {result.trials} of {trials} trials ({result.stop_reason}; "
                            f"{dict(result.outcomes)})")
@@ -144,9 +139,10 @@ def run_backend(backend: str, recipe, uri: str, slots: int, trials: int, config:
            "wall_s": result.wall_seconds}
     if backend == "slurm":
         times = _squeue_times({f"mlflow-{r}" for r in by_id})
-        waits = [start - submit for submit, start in times.values()]
-        row.update(sbatch_s=median(submits) if submits else None, queue_s=median(waits) if waits else None,
-                   jobs=len(times))
+        waits = [start - submit for submit, start, _ in times.values()]
+        seen = [t1 - times[f"mlflow-{r}"][2] for r, _, t1 in loop.intervals if f"mlflow-{r}" in times]
+        row.update(sbatch_s=median(SUBMITS) if SUBMITS else None, queue_s=median(waits) if waits else None,
+                   end_seen_s=median(seen) if seen else None, jobs=len(times))
     log(f"{backend}: slot {row['slot_s']:.2f} s/trial, evaluator {row['evaluator_s']:.2f} s, overhead "
         f"{row['overhead_s']:.2f} s; steady {row['steady']:.1%}, whole run {row['whole']:.1%}")
     return row
@@ -164,35 +160,47 @@ def slurm_unavailable() -> str | None:
 def measure(sleep: float = 3.0, slots: int = 2, trials: int = 6, poll_seconds: float = 2.0, log=print,
             work: Path | None = None) -> dict:
     from mlflow_autoresearch.recipe import load_recipe
+    from mlflow_autoresearch.slurm import _jobs
     from mlflow_autoresearch.slurm.local import LocalSlurm
 
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="bench-backends-")) if own else work
     work.mkdir(parents=True, exist_ok=True)
     rows, missing = [], slurm_unavailable()
+    saved_conf, saved_fake, real_submit = os.environ.get("SLURM_CONF"), os.environ.get(FAKE_ENV), _jobs.submit
+    os.environ[FAKE_ENV] = ""  # no GPU: the local backend's slots are plain processes
+    _jobs.submit = _timed_submit(real_submit)
+    SUBMITS.clear()
     try:
         with in_folder(work):
             recipe = load_recipe(noop_recipe(work / "sleep", sleep=sleep, name="bench-sleep"))
             uri, _db = sqlite_store(work / "store")
             os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-            rows.append(run_backend("local", recipe, uri, slots, trials, None, log))
+            cluster = None
             if missing is None:
                 cluster = LocalSlurm(work / "slurm", cpus=max(slots, 2)).start()
-                saved = os.environ.get("SLURM_CONF")
                 os.environ["SLURM_CONF"] = str(cluster.conf)
-                try:
-                    config = work / "slurm.json"
-                    config.write_text(json.dumps({"job_dir": str(work / "jobs"), "poll_seconds": poll_seconds}))
-                    rows.append(run_backend("slurm", recipe, uri, slots, trials, config, log))
-                finally:
+            try:
+                config = work / "slurm.json"
+                config.write_text(json.dumps({"job_dir": str(work / "jobs"), "poll_seconds": poll_seconds}))
+                # Both loops at once, so that both see the same load on this shared machine.
+                with ThreadPoolExecutor(2) as pool:
+                    futures = [pool.submit(run_backend, "local", recipe, uri, slots, trials, None, log)]
+                    if cluster is not None:
+                        futures.append(pool.submit(run_backend, "slurm", recipe, uri, slots, trials, config, log))
+                    rows = [f.result() for f in futures]
+            finally:
+                if cluster is not None:
                     cluster.stop()
-                    if saved is None:
-                        os.environ.pop("SLURM_CONF", None)
-                    else:
-                        os.environ["SLURM_CONF"] = saved
         return {"sleep_s": sleep, "slots": slots, "trials": trials, "poll_seconds": poll_seconds, "rows": rows,
                 "slurm_missing": missing}
     finally:
+        _jobs.submit = real_submit
+        for key, value in (("SLURM_CONF", saved_conf), (FAKE_ENV, saved_fake)):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if own:
             shutil.rmtree(work, ignore_errors=True)
 
