@@ -78,6 +78,15 @@ def summary(results: dict) -> list[str]:
         lines.append(f"| 7 | {d['recipe']} baseline, one seed, evaluator clock | {_s(d['eval_train_s'])} "
                      f"(direct {_s(d['direct_train_s'])}) | a few seconds on 2 cores (taken as <= "
                      f"{d['target_s']:g} s) | {_met(d['meets_target'])} |")
+    bk = results.get("backends")
+    if isinstance(bk, dict) and "rows" in bk:
+        by = {r["backend"]: r for r in bk["rows"]}
+        if "slurm" in by and "local" in by:
+            sl_, lo = by["slurm"], by["local"]
+            lines.append(f"| 8 | slot time per trial, SLURM (one-node, 127.0.0.1) vs local backend, {sl_['slots']} slots, "
+                         f"same run | {_s(sl_['slot_s'])} vs {_s(lo['slot_s'])} (sbatch {_s(sl_.get('sbatch_s'), 2)}, "
+                         f"queue {_s(sl_.get('queue_s'), 2)}, end seen {_s(sl_.get('end_seen_s'), 2)}) | none set "
+                         "(issue 18 asks for the pair) | — |")
     return lines + [""]
 
 
