@@ -50,7 +50,7 @@ def job_config(recipe: Recipe, user: dict, run_id: str) -> dict:
     from mlflow_autoresearch.slurm import parse_config
 
     config = parse_config(user)  # refuses unknown keys, naming them
-    raw = {**user, "run_id": run_id}
+    raw = {"job_attaches_logs": False, **user, "run_id": run_id}  # the loop attaches them when the job ends
     if config.time is None:
         raw["time"] = str(max(1, math.ceil((evaluation_seconds(recipe) + config.time_margin_seconds) / 60)))
     if config.mem is None and recipe.limits.memory_gb:

@@ -68,6 +68,8 @@ class SlurmConfig(BaseModel):
     setup: list[str] = Field(default_factory=list, description="shell lines run before the command")
     sbatch_args: list[str] = Field(default_factory=list, description="extra sbatch flags, verbatim")
     poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    job_attaches_logs: bool = Field(default=True, description="the job's last step attaches its stdout/stderr to "
+                                    "the run (costs an `import mlflow` per job; the loop attaches them itself)")
     run_id: str | None = Field(default=None, description="attach the job to this existing run (the loop sets it)")
 
 
@@ -111,7 +113,10 @@ def render_script(config: SlurmConfig, *, command: str, work_dir: str, run_env: 
     lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in opts),
              "# written by mlflow_autoresearch.slurm for one MLflow run", ""]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in run_env.items()]
-    lines += [*config.setup, f"cd {shlex.quote(work_dir)}", command, "status=$?",
+    lines += [*config.setup, f"cd {shlex.quote(work_dir)}"]
+    if not config.job_attaches_logs:
+        return "\n".join([*lines, f"exec {command}", ""])
+    lines += [command, "status=$?",
               "# attach this job's output to the run now (a waiting submitter attaches it again at the end)",
               f"python -c {shlex.quote(ATTACH_PY)} {shlex.quote(str(stdout))} {shlex.quote(str(stderr))} "
               ">/dev/null 2>&1 || true", "exit $status", ""]

@@ -29,6 +29,7 @@ from mlflow_autoresearch.recipe import load_recipe
 from mlflow_autoresearch.slurm import SlurmBackend, parse_config, run_status
 from mlflow_autoresearch.slurm._backend import render_script
 from mlflow_autoresearch.slurm.local import INSTALL_HINT, LocalSlurm, missing_binaries
+from mlflow_autoresearch.trial import create_trial, evaluate_trial, recipe_files
 from tests.conftest import ROOT, TOY_SPEC, TOY_TRAIN, write_recipe
 
 SLOW_TRAIN = """\
@@ -78,6 +79,9 @@ def test_batch_script_carries_resources_environment_and_setup(tmp_path):
         assert line in script.splitlines(), line
     assert script.index("module load") < script.index("python -m x --trial abc")
     assert "exit $status" in script  # the job's exit code is the command's, after the logs are attached
+    quiet = render_script(parse_config({"job_attaches_logs": False}), command="python -m x", work_dir="/p",
+                          name="n", run_env={}, stdout=tmp_path / "o", stderr=tmp_path / "e")
+    assert quiet.splitlines()[-1] == "exec python -m x" and "log_artifact" not in quiet
 
 
 def test_slurm_states_map_to_mlflow_run_states():
@@ -96,6 +100,7 @@ def test_job_time_and_memory_come_from_the_recipe(tmp_path):
     assert evaluation_seconds(recipe) == 2 * (600 + 60 + 10)
     raw = job_config(recipe, {"partition": "gpu"}, "run1")
     assert raw["time"] == str(-(-(1340 + 300) // 60)) and raw["mem"] == "10240M" and raw["run_id"] == "run1"
+    assert raw["job_attaches_logs"] is False  # the loop attaches the logs itself when it sees the job end
     assert job_config(recipe, {"time": "2:00:00", "mem": "4G"}, "r")["time"] == "2:00:00"
 
 
@@ -176,10 +181,10 @@ def test_mlflow_run_submits_the_evaluate_entry_point_as_a_job(cluster, overtime,
     recipe = write_recipe(tmp_path / "toy", TOY_SPEC, {"train.py": TOY_TRAIN})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    first = subprocess.run([sys.executable, "-m", "mlflow_autoresearch.cli", "evaluate", "--recipe", str(recipe)],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr[-2000:]
-    trial = first.stdout.split()[-1]
+    store = MlflowStore("toy", uri)
+    first = create_trial(store, load_recipe(recipe), recipe_files(load_recipe(recipe)), specialist="baseline",
+                         hypothesis="baseline")
+    trial = evaluate_trial(store, first.run_id).run_id  # a finished trial: `evaluate` re-scores it
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     sub = subprocess.run([str(mlflow_cli), "run", ".", "-e", "evaluate", "--backend", "slurm", "--backend-config",
                           str(_config(tmp_path / "slurm.json")), "-P", f"trial={trial}", "-P", f"recipe={recipe}",
@@ -187,7 +192,6 @@ def test_mlflow_run_submits_the_evaluate_entry_point_as_a_job(cluster, overtime,
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert sub.returncode == 0, sub.stderr[-2000:]
     # MLflow runs a plug-in backend asynchronously: `mlflow run` returns once the job is submitted.
-    store = MlflowStore("toy", uri, create=False)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not any(t.specialist == "rescore" and t.finished for t in store.trials()):
         time.sleep(0.5)
