@@ -271,6 +271,17 @@ def views_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def acceptance_section(results: dict) -> list[str]:
+    from bench.acceptance import section
+
+    r = results.get("acceptance")
+    if not r:
+        return []
+    if "error" in r:
+        return ["## Acceptance under noise", "", f"Failed: {r['error']}", ""]
+    return section(r)
+
+
 def yield_section(results: dict) -> list[str]:
     lines = ["## 5. Search yield", ""]
     yd = results.get("yield")
@@ -370,5 +381,6 @@ def render(results: dict) -> str:
         "",
     ]
     body = (summary(results) + loop_section(results) + evaluator_section(results) + slots_section(results)
-            + views_section(results) + yield_section(results) + backends_section(results) + findings(results))
+            + views_section(results) + yield_section(results) + acceptance_section(results)
+            + backends_section(results) + findings(results))
     return "\n".join(head + body).rstrip() + "\n"

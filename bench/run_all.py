@@ -2,7 +2,7 @@
 
     python -m bench                      # everything (about 30-40 minutes on 2 busy cores)
     python -m bench --tiny --out /tmp/b.md   # every benchmark at toy sizes, in about a minute
-    python -m bench --only loop,views    # some of them (loop, evaluator, slots, views, yield)
+    python -m bench --only loop,views    # some of them (loop, evaluator, slots, views, yield, acceptance)
     python -m bench --yield-trials 8 --yield-seeds 0,1,2 [--agent claude]
 
 Each benchmark is a module of this package that also runs alone; this file
@@ -31,6 +31,7 @@ if __package__ in (None, ""):
 
 # lineage_views: the lineage-views benchmark, by its own author, called as is
 from bench import (  # noqa: E402
+    acceptance,
     backend_slots,
     evaluator_overhead,
     lineage_views,
@@ -41,7 +42,7 @@ from bench import (  # noqa: E402
 from bench._common import ROOT, in_folder, machine, sqlite_store, start_server  # noqa: E402
 from bench._report import render  # noqa: E402
 
-BENCHMARKS = ("loop", "evaluator", "slots", "views", "yield")
+BENCHMARKS = ("loop", "evaluator", "slots", "views", "yield", "acceptance")
 # Not in the tiny run of the test suite (tests/cluster/test_slurm.py runs the same path for real).
 EXTRA = ("backends",)
 
@@ -121,6 +122,9 @@ def run_all(tiny: bool = False, only: tuple[str, ...] = BENCHMARKS, out: Path | 
                 _guard(results, "views", lambda: [
                     lineage_views.measure(server.url, server.db, n, sizes.views, sizes.naive, log)
                     for n in sizes.view_trials], log)
+            if "acceptance" in only:
+                _guard(results, "acceptance", lambda: acceptance.measure(
+                    20 if tiny else 300, 1 if tiny else 2, log=log), log)
             if "yield" in only:
                 recipe_dir, profile = sizes.yield_recipe
                 _guard(results, "yield", lambda: search_yield.measure(

@@ -39,8 +39,16 @@ def evaluate_command(
     seeds: int | None,
     gpu: str | None,
     progress: Callable[[str], None] | None = None,
+    facts_only: bool = False,
 ) -> TrialRecord:
-    """Score code as a new trial, or (re-)score an existing trial by run id."""
+    """Score code as a new trial, or (re-)score an existing trial by run id.
+
+    The keep decision follows in this process (confirmation seeds included),
+    unless ``facts_only``: the loop that submitted this evaluation decides.
+    A confirmation run (kind ``confirm``) is measured and ended.
+    """
+    from mlflow_autoresearch.loop._decision import decide_trial, measure_in_process, run_measurement
+
     extra_env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu else None
     if trial_id is None:
         recipe = _recipe(recipe_dir, profile)
@@ -68,6 +76,16 @@ def evaluate_command(
     store = MlflowStore(exp_name, uri, create=False)
     trial = store.get(trial_id)
     recipe = load_recipe(recipe_dir, profile or trial.tags.get(S.PROFILE)) if recipe_dir else recipe_of(trial)
+    if trial.tags.get(S.KIND) == "confirm":
+        of = store.get(trial.tags[S.MEASURES])
+        run_measurement(store, recipe, trial_id, of, int(trial.tags.get(S.SEED, "0")), extra_env)
+        return store.get(trial_id)
+
+    def decide(rec: TrialRecord) -> TrialRecord:
+        if facts_only:
+            return rec
+        return decide_trial(store, recipe, rec, measurer=measure_in_process(store, recipe, extra_env), echo=progress)
+
     project_run = os.environ.get("MLFLOW_RUN_ID")
     if trial.status == "RUNNING" and project_run in (None, trial_id):
         from mlflow_autoresearch.loop._executor import LeaseKeeper, new_owner
@@ -76,7 +94,8 @@ def evaluate_command(
         leases = LeaseKeeper(store, new_owner(), float(os.environ.get("AUTORESEARCH_LEASE_SECONDS", "120")))
         leases.hold(trial_id)
         try:
-            rec = evaluate_trial(store, trial_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
+            rec = decide(evaluate_trial(store, trial_id, recipe=recipe, seeds=seeds, extra_env=extra_env,
+                                        progress=progress))
         finally:
             leases.release(trial_id)
             leases.close()
@@ -85,7 +104,8 @@ def evaluate_command(
         again = create_trial(store, recipe, store.code(trial_id), specialist="rescore", parent=trial,
                              hypothesis=f"re-score of {trial.short} with the same code", backend="none",
                              profile=trial.tags.get(S.PROFILE))
-        rec = evaluate_trial(store, again.run_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
+        rec = decide(evaluate_trial(store, again.run_id, recipe=recipe, seeds=seeds, extra_env=extra_env,
+                                    progress=progress))
         if project_run and project_run != trial_id:
             client.set_tag(project_run, S.KIND, "evaluation")
             client.set_tag(project_run, "autoresearch.rescored_as", rec.run_id)

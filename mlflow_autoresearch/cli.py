@@ -70,14 +70,19 @@ tracking_option = click.option("--tracking-uri", default=None,
 @tracking_option
 @click.option("--seeds", type=click.IntRange(min=0), default=0, help="Seeds to run [default: the recipe's].")
 @click.option("--gpu", default="", help="Pin the trial to these CUDA devices (sets CUDA_VISIBLE_DEVICES).")
+@click.option("--facts-only", is_flag=True, default=False,
+              help="Record the evaluator's facts and stop: the loop that submitted this evaluation decides.")
 @handles_errors
-def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu) -> None:
-    """Score one trial: record CODE (or the recipe's code) as a trial, or re-score --trial."""
+def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only) -> None:
+    """Score one trial: record CODE (or the recipe's code) as a trial, or re-score --trial.
+
+    The keep decision follows: a trial that beats the best is confirmed with paired seeds first.
+    """
     from mlflow_autoresearch.api import evaluate_command
 
     rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
                            experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
-                           gpu=gpu or None, progress=_echo)
+                           gpu=gpu or None, progress=_echo, facts_only=facts_only)
     click.echo(rec.run_id)
 
 

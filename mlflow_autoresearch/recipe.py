@@ -147,6 +147,28 @@ class Knob(_Model):
         return self
 
 
+class AcceptanceSpec(_Model):
+    """How a gain is told from noise (docs/acceptance.md).
+
+    A candidate whose first estimate beats the incumbent is confirmed by up to
+    ``max_confirm_seeds`` paired seeds of both, interleaved on its slot, and
+    kept only when a sequential test says so at ``confidence`` and the gain is
+    at least ``min_effect`` (a fraction of the score on the ``relative`` scale,
+    metric units on the ``absolute`` one; default 0.01 and 0).  Default
+    ``max_confirm_seeds``: 10 on the relative scale (timings on a shared
+    machine), 4 on the absolute one (seeded metrics on a quiet GPU).  ``scale``
+    ``auto`` picks relative for timings.  A gate met or missed within its
+    noise gets up to ``max_gate_seeds`` extra seeds before it is called.
+    """
+
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+    min_effect: float | None = Field(default=None, ge=0)
+    max_confirm_seeds: int | None = Field(default=None, ge=0, le=32,
+                                          description="paired seeds per side [default: 10 relative, 4 absolute]")
+    scale: Literal["auto", "relative", "absolute"] = "auto"
+    max_gate_seeds: int = Field(default=4, ge=0, le=64, description="extra seeds for a gate within its noise")
+
+
 class Recipe(_Model):
     """A validated recipe.  ``root`` is the folder it was loaded from."""
 
@@ -167,7 +189,8 @@ class Recipe(_Model):
     knowledge: tuple[str, ...] = ()
     knobs: tuple[Knob, ...] = ()
     network: bool = Field(default=False, description="let trial processes reach the network")
-    min_improvement: float = Field(default=0.0, ge=0, description="smallest gain that counts, beyond the noise")
+    min_improvement: float = Field(default=0.0, ge=0, description="deprecated: acceptance.min_effect, in metric units")
+    acceptance: AcceptanceSpec = AcceptanceSpec()
     root: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("specialists", mode="before")

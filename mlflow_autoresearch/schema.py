@@ -20,11 +20,18 @@ RECIPE_DIR = PREFIX + "recipe_dir"
 PROFILE = PREFIX + "profile"
 CODE_SHA = PREFIX + "code_sha256"
 BACKEND = PREFIX + "backend"
-KIND = PREFIX + "kind"  # trial | ledger | sweep_point | summary
+KIND = PREFIX + "kind"  # trial | ledger | sweep_point | summary | confirm
 WORKER = PREFIX + "worker"
 LEASE = PREFIX + "lease_until"
 NEAR_MISS = PREFIX + "near_miss"
 SCORE_NAME = PREFIX + "score_metric"
+OUTCOME_REASON = PREFIX + "outcome_reason"  # the evaluator's one-line reason for the outcome
+FACTS = PREFIX + "facts"  # the evaluator's feedback, before the decision line
+EVIDENCE = PREFIX + "evidence"  # compact JSON: what the keep decision rests on (acceptance.Evidence)
+DEMOTED = PREFIX + "demoted"  # on a kept trial that did not hold up under re-measurement: why
+MEASURES = PREFIX + "measures"  # on a confirmation run: the run id whose code it measured
+CONFIRM_ROLE = PREFIX + "confirm_role"  # candidate | incumbent
+SEED = PREFIX + "seed"
 NOTE = "mlflow.note.content"
 PARENT_RUN = "mlflow.parentRunId"
 
@@ -35,11 +42,14 @@ CODE_DIR = "code"
 PATCH = "patch.diff"
 LOGS_DIR = "logs"
 FEEDBACK_JSON = "feedback.json"
+DECISION_JSON = "decision.json"
 PROPOSAL_JSON = "proposal.json"
 TRANSCRIPT = "agent/transcript.json"
 
 # Metrics the evaluator measures itself; a script can never set them.
 EVALUATOR_METRICS = ("train_seconds", "artifact_bytes", "eval_seconds", "total_seconds", "peak_memory_mb")
+# Written once, by the policy, after the evaluator has recorded the facts and ended the run.
+DECISION_TAGS = (DECISION, REASON, FEEDBACK, EVIDENCE, NOTE)
 
 TAG_LIMIT = 8000  # MLflow truncates longer tag values silently
 FEEDBACK_TAG_LIMIT = 1500

@@ -73,26 +73,11 @@ def create_trial(
     return store.create_trial(draft)
 
 
-def accept(evaluation: Evaluation, trial: TrialRecord, lineage: Lineage, recipe: Recipe) -> tuple[Decision, str]:
-    """Keep only what beats the current best by more than the noise margin."""
-    if trial.specialist == BASELINE:
-        return Decision.BASELINE, "the recipe's own code: the reference every trial is compared with"
-    if evaluation.outcome is not Outcome.OK:
-        return Decision.DISCARD, f"{evaluation.outcome.value}: {evaluation.reason}"
-    best = lineage.best
-    margin = max(recipe.min_improvement, lineage.noise())
-    if best is None:
-        return Decision.KEEP, "first trial to pass every gate"
-    if lineage.direction.better(evaluation.score, best.score, margin):
-        gain = lineage.direction.gain(evaluation.score, best.score)
-        return Decision.KEEP, f"beats the best ({best.short}, {best.score:.5g}) by {gain:.4g} (> margin {margin:.4g})"
-    return Decision.DISCARD, (f"{recipe.metric.name} {evaluation.score:.5g} does not beat the best ({best.short}, "
-                              f"{best.score:.5g}) by more than the margin {margin:.4g}")
+def facts_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | None, best: TrialRecord | None) -> str:
+    """The evaluator's part of what the next agent reads: outcome, score against parent and best, limits, the error.
 
-
-def feedback_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | None,
-                  best: TrialRecord | None, decision: Decision, reason: str) -> str:
-    """What the next agent reads: outcome, score against parent and best, limits, the error."""
+    The policy adds the decision line (:func:`mlflow_autoresearch.loop.decide_trial`).
+    """
     ev, lim = evaluation, recipe.limits
     lines = [f"outcome: {ev.outcome.value}" + (" (near miss)" if ev.near_miss else "") + f" — {ev.reason}"]
     if ev.score is not None:
@@ -105,7 +90,7 @@ def feedback_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | 
                      + (f"; vs {', '.join(vs)}" if vs else ""))
     for g in ev.gates:
         if g.observed is not None:
-            lines.append(f"gate {g.gate}: {g.observed:.6g}, margin {g.margin:+.6g}"
+            lines.append(f"gate {g.gate}: {g.observed:.6g}, margin {g.margin:+.6g}{_gate_certainty(ev, g)}"
                          + ("" if g.passed else f" (near-miss band {g.band:g})"))
     if ev.train_seconds is not None:
         lines.append(f"time: {ev.train_seconds:.2f} s per seed of the {lim.train_seconds:g} s limit (evaluator clock)")
@@ -113,12 +98,21 @@ def feedback_text(evaluation: Evaluation, recipe: Recipe, parent: TrialRecord | 
         lines.append(f"size: {ev.artifact_bytes:,} of {lim.artifact_bytes:,} bytes")
     if ev.error_tail:
         lines.append(f"error ({ev.error_type or 'no exception type'}), last lines:\n" + "\n".join(ev.error_tail.splitlines()[-8:]))
-    lines.append(f"decision: {decision.value} — {reason}")
     return "\n".join(lines)
 
 
-def note_markdown(trial: TrialRecord, evaluation: Evaluation, feedback: str, patch: str,
-                  parent: TrialRecord | None) -> str:
+def _gate_certainty(ev: Evaluation, g) -> str:
+    """How sure the gate's call is: its margin's standard error over the seeds, and the chance it truly passes."""
+    from statistics import NormalDist
+
+    std, n = ev.metrics.get(f"{g.metric}_std"), int(ev.metrics.get("seeds", 1))
+    if not std or n < 2:
+        return ""
+    se = std / n**0.5
+    return f" ± {se:.2g} (P(pass) ≈ {NormalDist().cdf(g.margin / se):.2f} over {n} seeds)"
+
+
+def note_markdown(trial: TrialRecord, feedback: str, patch: str, parent: TrialRecord | None) -> str:
     """The run's description in the MLflow UI."""
     added = sum(1 for ln in patch.splitlines() if ln.startswith("+") and not ln.startswith("+++"))
     removed = sum(1 for ln in patch.splitlines() if ln.startswith("-") and not ln.startswith("---"))
@@ -126,9 +120,11 @@ def note_markdown(trial: TrialRecord, evaluation: Evaluation, feedback: str, pat
     md = [f"### {trial.name}", f"**Specialist:** {trial.specialist}  ", f"**Hypothesis:** {trial.hypothesis}  "]
     if parent is not None:
         md.append(f"**Parent:** {parent.name} (score {'—' if parent.score is None else format(parent.score, '.5g')})  ")
-    md.append(f"**Outcome:** `{evaluation.outcome.value}`  ")
-    if evaluation.score is not None:
-        md.append(f"**Score:** {evaluation.score:.5g}  ")
+    md.append(f"**Outcome:** `{trial.outcome.value if trial.outcome else trial.status}`  ")
+    if trial.decision:
+        md.append(f"**Decision:** `{trial.decision}`  ")
+    if trial.score is not None:
+        md.append(f"**Score:** {trial.score:.5g}  ")
     if files:
         md.append(f"**Diff:** {', '.join(files)} (+{added} −{removed})  ")
     md += ["", "```", feedback, "```"]
@@ -175,11 +171,10 @@ def evaluate_trial(
 
 
 def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evaluation, recipe: Recipe) -> TrialRecord:
+    """Record the evaluator's facts and end the run.  The keep decision is the policy's, written afterwards."""
     lineage = Lineage([t for t in store.trials() if t.run_id != trial.run_id], recipe.metric.goal)
     parent = lineage.by_id.get(trial.parent_id) if trial.parent_id else None
-    decision, reason = accept(evaluation, trial, lineage, recipe)
-    feedback = feedback_text(evaluation, recipe, parent, lineage.best, decision, reason)
-    patch = store.read_artifact(trial.run_id, S.PATCH) or ""
+    facts = facts_text(evaluation, recipe, parent, lineage.best)
     metrics = dict(evaluation.metrics)
     for i, m in enumerate(evaluation.seed_metrics):
         for k in (recipe.metric.name, *(g.metric for g in recipe.gates)):
@@ -187,15 +182,15 @@ def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evalu
                 metrics[f"{k}.seed{i}"] = m[k]
     tags = {
         S.OUTCOME: evaluation.outcome.value,
-        S.DECISION: decision.value,
-        S.REASON: S.clip(reason, 1000),
-        S.FEEDBACK: S.clip(feedback, S.FEEDBACK_TAG_LIMIT),
+        S.OUTCOME_REASON: S.clip(evaluation.reason, 1000),
+        S.FACTS: S.clip(facts, S.FEEDBACK_TAG_LIMIT),
         S.NEAR_MISS: "true" if evaluation.near_miss else "false",
         S.SCORE_NAME: recipe.metric.name,
-        S.NOTE: note_markdown(trial, evaluation, feedback, patch, parent),
     }
-    artifacts = {S.FEEDBACK_JSON: json.dumps({**evaluation.to_dict(), "decision": decision.value,
-                                              "decision_reason": reason, "feedback": feedback}, indent=2)}
+    if evaluation.outcome is Outcome.HARNESS_ERROR:  # not the trial's fault: nothing to decide
+        tags.update({S.DECISION: Decision.DISCARD.value, S.REASON: "harness_error: not the trial's fault",
+                     S.FEEDBACK: S.clip(facts, S.FEEDBACK_TAG_LIMIT)})
+    artifacts = {S.FEEDBACK_JSON: json.dumps({**evaluation.to_dict(), "facts": facts}, indent=2)}
     files = {f"{S.LOGS_DIR}/{name}": path for name, path in evaluation.logs.items()}
     steps = {k: v for k, v in evaluation.histories.items() if len(v) > 1}
     status = "FAILED" if evaluation.outcome is Outcome.HARNESS_ERROR else "FINISHED"
@@ -241,4 +236,6 @@ def evaluate_folder(
     else:
         trial = create_trial(store, recipe, files, specialist="manual", parent=base, profile=profile,
                              hypothesis=f"manual submission from {code or recipe.root}", backend="none")
-    return evaluate_trial(store, trial.run_id, recipe=recipe, seeds=seeds, progress=progress)
+    from mlflow_autoresearch.loop._decision import evaluate_and_decide
+
+    return evaluate_and_decide(store, trial.run_id, recipe=recipe, seeds=seeds, progress=progress)

@@ -75,7 +75,7 @@ def test_a_good_recipe_and_the_shipped_ones_load():
 
 # (changes to the good spec, the field the message must name, what it must say is allowed)
 BAD = {
-    "unknown top-level field": (dict(colour="red"), "colour", "allowed fields: artifact, command, description"),
+    "unknown top-level field": (dict(colour="red"), "colour", "allowed fields: acceptance, artifact, command, description"),
     "unknown limit": (dict(limits={"train_seconds": 5, "gpu_hours": 1}), "limits.gpu_hours",
                       "allowed fields: artifact_bytes, disk_bytes"),
     "missing limits": (dict(limits=None), "limits", "required field is missing"),
@@ -224,7 +224,7 @@ yaml_values = st.recursive(
     max_leaves=12,
 )
 FIELDS = sorted({*GOOD, "seeds", "protected", "preflight", "evaluate", "knobs", "profiles", "specialists",
-                 "network", "artifact", "metric_regex", "knowledge", "min_improvement"})
+                 "network", "artifact", "metric_regex", "knowledge", "min_improvement", "acceptance"})
 LIMIT_FIELDS = ["train_seconds", "total_seconds", "memory_gb", "processes", "output_bytes", "grace_seconds"]
 
 

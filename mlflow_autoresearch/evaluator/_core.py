@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,7 +224,7 @@ def evaluate_code(
     recipe: Recipe,
     code_dir: str | Path,
     *,
-    seeds: int | None = None,
+    seeds: int | Sequence[int] | None = None,
     workspace_base: str | None = None,
     extra_env: dict[str, str] | None = None,
     progress: Progress | None = None,
@@ -245,7 +245,10 @@ def evaluate_code(
     if pre is not None:
         return Evaluation(outcome=pre[0], reason=pre[1], score=None, total_seconds=time.monotonic() - start)
 
-    n_seeds = seeds or recipe.seeds
+    # Seed indices: 0..n-1, or the ones asked for (confirmation seeds); a gate within its noise adds more.
+    seed_list = list(seeds) if isinstance(seeds, (list, tuple)) else list(range(seeds or recipe.seeds))
+    planned = len(seed_list)
+    gate_seeds = 0 if isinstance(seeds, (list, tuple)) else recipe.acceptance.max_gate_seeds
     expected = recipe.protected_hashes()
     # The trusted copy itself: a trial running as your user could change it for every later trial.
     # (The editable baseline files are left out, so editing them during a loop is harmless.)
@@ -293,12 +296,16 @@ def evaluate_code(
                 if failed:
                     raise _Stop(Outcome.PREFLIGHT_FAILED, failed.reason, r)
 
-            for seed in range(n_seeds):
+            done = 0
+            while done < len(seed_list):
+                seed = seed_list[done]
+                done += 1
+                n_seeds = len(seed_list)
                 budget = min(lim.train_seconds, remaining())
                 if budget <= 0:
                     raise _Stop(Outcome.TIMED_OUT, f"the evaluation's total budget of {lim.total_seconds:g} s "
-                                f"ran out after {seed} of {n_seeds} seeds")
-                say(f"seed {seed + 1}/{n_seeds}: training" + (f" on GPU {gpu}" if gpu else ""))
+                                f"ran out after {done - 1} of {n_seeds} seeds")
+                say(f"seed {done}/{n_seeds}: training" + (f" on GPU {gpu}" if gpu else ""))
                 wd = ws.workdir(f"seed{seed}")
                 _stage(recipe, code_dir, wd)
                 ws.give(wd)
@@ -322,7 +329,7 @@ def evaluate_code(
                 sizes.append(size)
 
                 if recipe.evaluate:
-                    say(f"seed {seed + 1}/{n_seeds}: protected evaluation")
+                    say(f"seed {done}/{n_seeds}: protected evaluation")
                     ev_dir = ws.workdir(f"seed{seed}-eval")
                     for rel in expected:
                         (ev_dir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -351,6 +358,12 @@ def evaluate_code(
                 if lim.artifact_bytes is not None and size > lim.artifact_bytes:
                     raise _Stop(Outcome.SIZE_EXCEEDED, f"artifact is {size:,} bytes, {size - lim.artifact_bytes:,} bytes "
                                 f"over the {lim.artifact_bytes:,}-byte limit", r)
+                if done == len(seed_list) and len(seed_list) - planned < gate_seeds:
+                    close = gates_within_noise(recipe, seed_metrics)
+                    if close:
+                        seed_list.append(max(seed_list) + 1)
+                        notes.add(f"gate {close} within its noise: extra seed(s) run")
+                        say(f"gate {close} is within its noise: one more seed")
         except _Stop as s:
             stop = s
             # Read the error while the workspace (and its logs) still exists.
@@ -387,6 +400,30 @@ def evaluate_code(
         return Evaluation(outcome=Outcome.GATE_FAILED, reason="; ".join(parts), score=score, gates=gates, **common)
     return Evaluation(outcome=Outcome.OK, reason=f"{recipe.metric.name} = {score:.6g} over {len(seed_metrics)} seed(s)",
                       score=score, gates=gates, **common)
+
+
+def gates_within_noise(recipe: Recipe, seed_metrics: list[dict[str, float]]) -> str | None:
+    """The first gate whose mean over the seeds so far is within its noise of the threshold, or None.
+
+    Within its noise: closer than ``z * standard error`` (``z`` from the
+    acceptance confidence, the standard error from the seeds' own spread),
+    or, with one seed, inside the gate's near-miss band on either side.
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(recipe.acceptance.confidence)
+    for g in recipe.gates:
+        values = [m[g.metric] for m in seed_metrics if g.metric in m]
+        if not values or len(values) != len(seed_metrics):
+            continue
+        margin = g.margin(sum(values) / len(values))
+        if len(values) > 1:
+            _, sd = mean_std(values)
+            if sd > 0 and abs(margin) < z * sd / len(values) ** 0.5:
+                return str(g)
+        elif g.near_miss > 0 and abs(margin) <= g.near_miss:
+            return str(g)
+    return None
 
 
 def _aggregate(seed_metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -11,7 +11,14 @@ from pathlib import Path
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import StoreError
 from mlflow_autoresearch.lineage._record import TrialDraft, TrialRecord, record_from_parts
-from mlflow_autoresearch.lineage._store import FACT_TAGS, LineageStore, refuse_finished
+from mlflow_autoresearch.lineage._store import (
+    FACT_TAGS,
+    LineageStore,
+    check_decision,
+    measurement_name,
+    measurement_tags,
+    refuse_finished,
+)
 from mlflow_autoresearch.lineage._tags import split_long_tags, trial_tags
 
 __all__ = ["InMemoryStore", "trial_tags"]
@@ -70,6 +77,35 @@ class InMemoryStore(LineageStore):
             run.status, run.end = status, int(time.time() * 1000)
             return self._record(run)
 
+    def record_decision(self, run_id, tags, artifacts, metrics=None):
+        with self._lock:
+            run = self._run(run_id)
+            check_decision(self._record(run), tags)
+            self._put_tags(run, tags)
+            run.metrics.update(metrics or {})
+            for path, text in artifacts.items():
+                run.artifacts[path] = text.encode()
+            run.end = int(time.time() * 1000)
+            return self._record(run)
+
+    def create_measurement(self, of, parent, *, seed, role):
+        with self._lock:
+            run = _Run(uuid.uuid4().hex, measurement_name(of, parent, seed, role))
+            run.tags.update(measurement_tags(of, parent, seed, role))
+            self._runs[run.run_id] = run
+            return run.run_id
+
+    def record_measurement(self, run_id, *, tags, metrics, files=None, status="FINISHED"):
+        with self._lock:
+            run = self._run(run_id)
+            if run.status != "RUNNING":
+                refuse_finished(run.name, run_id, run.status)
+            self._put_tags(run, tags)
+            run.metrics.update(metrics)
+            for path, local in (files or {}).items():
+                run.artifacts[path] = Path(local).read_bytes()
+            run.status, run.end = status, int(time.time() * 1000)
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         with self._lock:
             run = self._run(run_id)
@@ -79,7 +115,8 @@ class InMemoryStore(LineageStore):
 
     def trials(self) -> list[TrialRecord]:
         with self._lock:
-            return sorted((self._record(r) for r in self._runs.values()), key=lambda t: t.number)
+            return sorted((self._record(r) for r in self._runs.values() if r.tags.get(S.KIND) == "trial"),
+                          key=lambda t: t.number)
 
     def get(self, run_id: str) -> TrialRecord:
         with self._lock:

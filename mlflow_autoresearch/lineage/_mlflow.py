@@ -45,7 +45,15 @@ from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import PermissionDenied, StoreError
 from mlflow_autoresearch.lineage._record import TrialDraft, TrialRecord, record_from_parts
 from mlflow_autoresearch.lineage._retry import RetryingClient, is_transient
-from mlflow_autoresearch.lineage._store import FACT_TAGS, LineageStore, refuse_finished, write_snapshot
+from mlflow_autoresearch.lineage._store import (
+    FACT_TAGS,
+    LineageStore,
+    check_decision,
+    measurement_name,
+    measurement_tags,
+    refuse_finished,
+    write_snapshot,
+)
 from mlflow_autoresearch.lineage._tags import split_long_tags, trial_tags
 
 logger = logging.getLogger(__name__)
@@ -290,6 +298,36 @@ class MlflowStore(LineageStore):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(local, dest)
             self.client.log_artifacts(run_id, tmp)
+
+    def record_decision(self, run_id, tags, artifacts, metrics=None):
+        try:
+            run = self.client.get_run(run_id)
+            check_decision(self._to_record(run), tags)
+            for path, text in artifacts.items():
+                self.client.log_text(run_id, text, path)
+            self._log_batch(run_id, tags, dict(metrics or {}))
+            # A new end time, so that incremental syncs (end_time >= watermark) see the decision.
+            self.client.set_terminated(run_id, run.info.status, end_time=int(time.time() * 1000))
+            return self.get(run_id)
+        except MlflowException as e:
+            raise self._translate(e, f"recording the decision on {run_id}") from None
+
+    def create_measurement(self, of, parent, *, seed, role):
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=measurement_name(of, parent, seed, role),
+                                         tags=measurement_tags(of, parent, seed, role))
+            return run.info.run_id
+        except MlflowException as e:
+            raise self._translate(e, "creating a confirmation run") from None
+
+    def record_measurement(self, run_id, *, tags, metrics, files=None, status="FINISHED"):
+        try:
+            if files:
+                self._log_files(run_id, files)
+            self._log_batch(run_id, tags, metrics)
+            self.client.set_terminated(run_id, status)
+        except MlflowException as e:
+            raise self._translate(e, f"recording the confirmation run {run_id}") from None
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         try:

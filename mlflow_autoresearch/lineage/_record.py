@@ -69,7 +69,49 @@ class TrialRecord:
 
     @property
     def kept(self) -> bool:
-        return self.decision in ("keep", "baseline") and self.outcome is Outcome.OK
+        """Kept (or the baseline), passed its gates, and not demoted since."""
+        return self.decision in ("keep", "baseline") and self.outcome is Outcome.OK and not self.demoted
+
+    @property
+    def measured(self) -> bool:
+        """The evaluator has recorded the facts; the decision may still be pending."""
+        return self.outcome is not None
+
+    @property
+    def demoted(self) -> str:
+        """Why a kept trial lost its place under re-measurement ('' when it did not)."""
+        from mlflow_autoresearch import schema as S
+
+        return self.tags.get(S.DEMOTED, "")
+
+    @property
+    def evidence(self) -> dict:
+        """What the keep decision rests on (``{}`` before the decision or for old trials)."""
+        import json
+
+        from mlflow_autoresearch import schema as S
+
+        raw = self.tags.get(S.EVIDENCE)
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def seed_values(self, name: str | None = None) -> list[float]:
+        """The per-seed values of the score (or of metric ``name``) from the trial's own evaluation."""
+        from mlflow_autoresearch import schema as S
+
+        name = name or self.tags.get(S.SCORE_NAME, "")
+        out, i = [], 0
+        while f"{name}.seed{i}" in self.metrics:
+            out.append(float(self.metrics[f"{name}.seed{i}"]))
+            i += 1
+        if not out and self.score is not None and name == self.tags.get(S.SCORE_NAME):
+            out = [float(self.score)]
+        return out
 
     @property
     def short(self) -> str:

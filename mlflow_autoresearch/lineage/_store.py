@@ -11,7 +11,8 @@ from mlflow_autoresearch._errors import StoreError
 from mlflow_autoresearch.lineage._record import Snapshot, TrialDraft, TrialRecord
 
 # The facts of a finished trial: once it has ended, no store changes these.
-FACT_TAGS = frozenset({S.TRIAL, S.OUTCOME, S.DECISION, S.FEEDBACK, S.NEAR_MISS, S.CODE_SHA, S.PARENT, S.SCORE_NAME})
+FACT_TAGS = frozenset({S.TRIAL, S.OUTCOME, S.DECISION, S.FEEDBACK, S.NEAR_MISS, S.CODE_SHA, S.PARENT, S.SCORE_NAME,
+                       S.FACTS, S.EVIDENCE})
 
 
 class LineageStore(abc.ABC):
@@ -23,6 +24,9 @@ class LineageStore(abc.ABC):
 
     A finished trial is immutable: :meth:`record_result` on it, or
     :meth:`set_tags` touching one of :data:`FACT_TAGS`, raises StoreError.
+    The one exception is the keep decision, which the policy writes once,
+    after the evaluator has recorded the facts and ended the run
+    (:meth:`record_decision`).
     Re-scoring records a new trial.  Tag values too long for a tag are
     clipped with a marker and kept whole as the artifact ``tags/<key>.txt``.
     """
@@ -51,6 +55,27 @@ class LineageStore(abc.ABC):
         (logs).  Everything is written before the run ends, so a reader that
         sees it finished sees all of it.
         """
+
+    @abc.abstractmethod
+    def record_decision(self, run_id: str, tags: Mapping[str, str], artifacts: Mapping[str, str],
+                        metrics: Mapping[str, float] | None = None) -> TrialRecord:
+        """Write the decision tags (:data:`~mlflow_autoresearch.schema.DECISION_TAGS`) of a measured trial, once.
+
+        ``metrics``: what the decision cost (``confirm_seconds``, ``confirm_runs``).
+
+        Raises StoreError when the trial has no outcome yet or already has a
+        decision.  Readers that sync incrementally see the change (the run's
+        end time moves to now).
+        """
+
+    @abc.abstractmethod
+    def create_measurement(self, of: TrialRecord, parent: TrialRecord, *, seed: int, role: str) -> str:
+        """A RUNNING confirmation run nested under ``parent`` that measures the code of ``of``; its run id."""
+
+    @abc.abstractmethod
+    def record_measurement(self, run_id: str, *, tags: Mapping[str, str], metrics: Mapping[str, float],
+                           files: Mapping[str, Path] | None = None, status: str = "FINISHED") -> None:
+        """The facts of a confirmation run; ends it."""
 
     @abc.abstractmethod
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -89,6 +114,28 @@ class LineageStore(abc.ABC):
     def download_code(self, run_id: str, dest: Path) -> Path:
         write_snapshot(self.code(run_id), dest)
         return dest
+
+
+def check_decision(rec: TrialRecord, tags: Mapping[str, str]) -> None:
+    """Refuse a decision for a trial that has none to receive (see :meth:`LineageStore.record_decision`)."""
+    unknown = set(tags) - set(S.DECISION_TAGS)
+    if unknown:
+        raise StoreError(f"record_decision writes only decision tags, not {sorted(unknown)}")
+    if rec.outcome is None:
+        raise StoreError(f"trial {rec.name or rec.run_id} has no outcome yet: the evaluator records facts first")
+    if rec.decision is not None:
+        raise StoreError(f"trial {rec.name or rec.run_id} already has the decision {rec.decision!r}; a decision is "
+                         "written once")
+
+
+def measurement_tags(of: TrialRecord, parent: TrialRecord, seed: int, role: str) -> dict[str, str]:
+    return {S.KIND: "confirm", S.PARENT_RUN: parent.run_id, S.MEASURES: of.run_id, S.SEED: str(seed),
+            S.CONFIRM_ROLE: role, S.CODE_SHA: of.code_sha256, S.SCORE_NAME: of.tags.get(S.SCORE_NAME, ""),
+            S.RECIPE_DIR: parent.tags.get(S.RECIPE_DIR, ""), S.PROFILE: parent.tags.get(S.PROFILE, "")}
+
+
+def measurement_name(of: TrialRecord, parent: TrialRecord, seed: int, role: str) -> str:
+    return f"{parent.short}-confirm-{role}-{of.short}-seed{seed}"
 
 
 def refuse_finished(name: str, run_id: str, status: str) -> None:

@@ -36,11 +36,20 @@ def _bound(text: str, limit: int = VIEW_CHARS) -> str:
 
 
 class Lineage:
-    """An immutable snapshot of the trials of one experiment."""
+    """An immutable snapshot of the trials of one experiment.
 
-    def __init__(self, trials: Sequence[TrialRecord], goal: str = "minimize") -> None:
+    ``scale`` is the scale the score's noise is additive on (``relative`` for
+    timings, ``absolute`` otherwise; ``auto`` detects it from the score's
+    name).  Kept trials are ranked by their *estimate*: the mean, on that
+    scale, of every measurement of their code (their own seeds and every
+    confirmation seed since), so a lucky first draw loses its place as soon
+    as re-measurement shows it.
+    """
+
+    def __init__(self, trials: Sequence[TrialRecord], goal: str = "minimize", scale: str = "auto") -> None:
         self.trials = tuple(trials)
         self.direction = Direction(goal)
+        self._scale_kind = scale
         self.by_id = {t.run_id: t for t in self.trials}
         self._children: dict[str | None, list[TrialRecord]] = {}
         for t in self.trials:
@@ -57,7 +66,73 @@ class Lineage:
 
     @cached_property
     def _kept(self) -> tuple[TrialRecord, ...]:
-        return tuple(sorted((t for t in self.trials if t.kept), key=lambda t: -self.direction.key(t.score)))
+        return tuple(sorted((t for t in self.trials if t.kept), key=lambda t: -self.direction.key(self.estimate(t))))
+
+    # ----- measurements and noise --------------------------------------------
+    @cached_property
+    def scale(self):
+        from mlflow_autoresearch.acceptance import Scale, detect_scale
+
+        if self._scale_kind != "auto":
+            return Scale(self._scale_kind)
+        name = next((t.tags.get(S.SCORE_NAME, "") for t in self.trials if t.tags.get(S.SCORE_NAME)), "")
+        return Scale(detect_scale(name, [t.score for t in self.trials if t.score is not None]))
+
+    @cached_property
+    def measurements(self) -> dict[str, dict[str, list[float]]]:
+        """code sha256 -> window -> score values: each evaluation's seeds, and each confirmation pair's."""
+        codes: dict[str, dict[str, list[float]]] = {}
+        for t in self.trials:
+            if t.code_sha256 and t.outcome is not None and t.outcome.scored:
+                values = t.seed_values()
+                if values:
+                    codes.setdefault(t.code_sha256, {})[t.run_id] = values
+        for t in self.trials:
+            ev = t.evidence
+            pairs = ev.get("pairs") or []
+            inc = self.by_id.get(ev.get("incumbent_run", ""))
+            for k, pair in enumerate(pairs):
+                window = f"{t.run_id}/pair{k}"
+                if len(pair) == 2:
+                    c, i = pair
+                    if c is not None and t.code_sha256:
+                        codes.setdefault(t.code_sha256, {}).setdefault(window, []).append(float(c))
+                    if i is not None and inc is not None and inc.code_sha256:
+                        codes.setdefault(inc.code_sha256, {}).setdefault(window, []).append(float(i))
+        return codes
+
+    def windows_of(self, t: TrialRecord) -> tuple[tuple[float, ...], ...]:
+        """Every measurement of ``t``'s code, by window, oldest first."""
+        return tuple(tuple(v) for v in self.measurements.get(t.code_sha256, {}).values())
+
+    def values_of(self, t: TrialRecord) -> tuple[list[float], int]:
+        """Every measurement of ``t``'s code, and in how many windows they were made."""
+        windows = self.measurements.get(t.code_sha256, {})
+        return [v for vals in windows.values() for v in vals], len(windows)
+
+    def estimate(self, t: TrialRecord | None) -> float | None:
+        """The score over every measurement of ``t``'s code (geometric mean on the relative scale)."""
+        if t is None:
+            return None
+        values, _ = self.values_of(t)
+        if not values:
+            return t.score
+        xs = [self.scale.to(v) for v in values]
+        return self.scale.back(sum(xs) / len(xs))
+
+    @cached_property
+    def noise_model(self):
+        """The experiment's noise, pooled from every measurement (see :mod:`mlflow_autoresearch.acceptance`)."""
+        from mlflow_autoresearch.acceptance import NoiseModel
+
+        # Each confirmation's paired differences, over sqrt(2): spread like two seeds of one code in one window.
+        sc = self.scale
+        diffs = []
+        for t in self.trials:
+            pairs = [p for p in t.evidence.get("pairs") or [] if len(p) == 2 and None not in p]
+            if len(pairs) > 1:
+                diffs.append([(sc.to(c) - sc.to(i)) / 2**0.5 for c, i in pairs])
+        return NoiseModel.learn(self.measurements, sc, on_scale=diffs)
 
     @property
     def finished(self) -> list[TrialRecord]:
@@ -70,7 +145,9 @@ class Lineage:
 
     @property
     def baseline(self) -> TrialRecord | None:
-        return next((t for t in self.trials if t.decision == "baseline"), None)
+        # A baseline measured but not yet decided (a loop stopped in between) is still the baseline.
+        return next((t for t in self.trials if t.decision == "baseline"
+                     or (t.decision is None and t.specialist == "baseline")), None)
 
     @property
     def best(self) -> TrialRecord | None:
@@ -88,12 +165,12 @@ class Lineage:
         return path[::-1]
 
     def noise(self) -> float:
-        """The score's seed-to-seed spread measured on the baseline (its std), 0 when unknown."""
-        b = self.baseline
-        if b is None or b.score is None:
+        """The spread of one measurement, in the score's units near the best (0 when not measured yet)."""
+        nm = self.noise_model
+        if nm.sigma is None:
             return 0.0
-        std = b.metrics.get(f"{b.tags.get(S.SCORE_NAME, '')}_std")
-        return float(std) if std is not None else 0.0
+        ref = self.estimate(self.best) or self.estimate(self.baseline) or 0.0
+        return abs(ref) * nm.sigma if nm.scale.kind == "relative" else nm.sigma
 
     def has_code(self, digest: str) -> bool:
         return any(t.code_sha256 == digest for t in self.trials)
@@ -104,13 +181,19 @@ class Lineage:
 
     # ----- views ----------------------------------------------------------
     def leaderboard(self, k: int = 10) -> str:
-        rows = ["| rank | trial | score | gain vs parent | specialist | hypothesis |", "|---|---|---|---|---|---|"]
+        rows = ["| rank | trial | estimate (n) | gain vs parent | specialist | hypothesis |", "|---|---|---|---|---|---|"]
         for i, t in enumerate(self._kept[:k], 1):
-            gain = self.direction.gain(t.score, self.parent_score(t))
-            rows.append(f"| {i} | {t.short} | {_fmt(t.score)} | {_fmt(gain)} | {t.specialist} | {_cell(t.hypothesis)} |")
+            parent = self.by_id.get(t.parent_id) if t.parent_id else None
+            gain = self.direction.gain(self.estimate(t), self.estimate(parent)) if parent else None
+            n = len(self.values_of(t)[0])
+            rows.append(f"| {i} | {t.short} | {_fmt(self.estimate(t))} ({n}) | {_fmt(gain)} | {t.specialist} | "
+                        f"{_cell(t.hypothesis)} |")
         if len(rows) == 2:
             rows.append("| — | no kept trials yet | | | | |")
-        return _bound("### Leaderboard (kept trials, best first)\n" + "\n".join(rows))
+        demoted = [t for t in self.trials if t.demoted][-3:]
+        tail = "".join(f"\n- {t.short} demoted: {_cell(t.demoted, 200)}" for t in demoted)
+        return _bound("### Leaderboard (kept trials, best first; estimate over every measurement)\n"
+                      + "\n".join(rows) + f"\n{self.noise_model.describe()}" + tail)
 
     def best_path(self, k: int = 15) -> str:
         path = self.path_to(self.best)

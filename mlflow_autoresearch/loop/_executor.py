@@ -34,7 +34,7 @@ entry_points:
     parameters:
       trial: {type: string}
       recipe: {type: string, default: ""}
-    command: "python -m mlflow_autoresearch.cli evaluate --trial {trial} --recipe {recipe}"
+    command: "python -m mlflow_autoresearch.cli evaluate --trial {trial} --recipe {recipe} --facts-only"
 """
 
 
@@ -162,21 +162,38 @@ class Evaluations:
             finally:
                 if self.leases:
                     self.leases.release(trial.run_id)
-        import mlflow.projects
-
         if self.leases:
             # Hand the lease to the evaluator process, which renews it with its own pid; until it
             # does, only expiry makes the trial stale (so a loop killed now cannot cause a double run).
             self.leases.release(trial.run_id)
             self.store.set_tags(trial.run_id, {S.LEASE: lease_value(new_owner(pid=0), self.leases.seconds)})
 
-        submitted = self._adopted.pop(trial.run_id, None)
+        submitted = self._start(trial.run_id, gpu)
+        ok = self._wait(trial.run_id, submitted)
+        record = self.store.get(trial.run_id)
+        if record.outcome is None and getattr(submitted, "timed_out", False):
+            record = _cluster.record_time_limit(self.store, self.recipe, trial, submitted)
+        if record.outcome is None:
+            if getattr(submitted, "cancelled", False) and self.leases:
+                self.leases.release(trial.run_id, expire=True)  # stopped by us: the next loop re-evaluates it
+            raise HarnessError(f"evaluation of {trial.short} ended ({'ok' if ok else 'failed'}) without a result")
+        return record
+
+    def _submit(self, run_id: str, gpu: str | None) -> bool:
+        """Run the ``evaluate`` entry point for ``run_id`` through the project backend; wait for it."""
+        return self._wait(run_id, self._start(run_id, gpu))
+
+    def _start(self, run_id: str, gpu: str | None):
+        """Submit ``run_id``'s evaluation (or find its job still queued or running); a SubmittedRun."""
+        import mlflow.projects
+
+        submitted = self._adopted.pop(run_id, None)
         if submitted is None and self.on_cluster:  # never a second job while one is queued or running
-            submitted = _cluster.live_job(trial.run_id, self.tracking_uri)
+            submitted = _cluster.live_job(run_id, self.tracking_uri)
         if submitted is not None:
-            self._active[trial.run_id] = submitted
-            return self._wait(trial, submitted)
-        config = _cluster.job_config(self.recipe, self._slurm_config, trial.run_id) if self.on_cluster \
+            self._active[run_id] = submitted
+            return submitted
+        config = _cluster.job_config(self.recipe, self._slurm_config, run_id) if self.on_cluster \
             else self.backend_config
         with self._submit_lock:  # the child inherits os.environ at submission: pin the slot's GPU
             saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH")}
@@ -189,8 +206,8 @@ class Evaluations:
                 mlflow.set_tracking_uri(self.tracking_uri)
                 submitted = mlflow.projects.run(
                     self._project(), entry_point="evaluate",
-                    parameters={"trial": trial.run_id, "recipe": str(self.recipe.root)},
-                    experiment_id=self.experiment_id, run_id=trial.run_id, backend=self.backend,
+                    parameters={"trial": run_id, "recipe": str(self.recipe.root)},
+                    experiment_id=self.experiment_id, run_id=run_id, backend=self.backend,
                     backend_config=config, env_manager="local", synchronous=False,
                 )
             finally:
@@ -199,26 +216,38 @@ class Evaluations:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
-            self._active[trial.run_id] = submitted
-        return self._wait(trial, submitted)
+            self._active[run_id] = submitted
+        return submitted
 
-    def _wait(self, trial: TrialRecord, submitted) -> TrialRecord:
+    def _wait(self, run_id: str, submitted) -> bool:
+        """Wait for the submitted evaluation; one abandoned while waiting (an error, an interrupt) is cancelled."""
         ended = False
         try:
             ok = submitted.wait()
             ended = True
+            return ok
         finally:
-            self._active.pop(trial.run_id, None)
-            if not ended:  # abandoned (an error or an interrupt while waiting): do not leave it queued
+            self._active.pop(run_id, None)
+            if not ended:
                 self._cancel(submitted)
-        record = self.store.get(trial.run_id)
-        if record.outcome is None and getattr(submitted, "timed_out", False):
-            record = _cluster.record_time_limit(self.store, self.recipe, trial, submitted)
-        if record.outcome is None:
-            if getattr(submitted, "cancelled", False) and self.leases:
-                self.leases.release(trial.run_id, expire=True)  # stopped by us: the next loop re-evaluates it
-            raise HarnessError(f"evaluation of {trial.short} ended ({'ok' if ok else 'failed'}) without a result")
-        return record
+
+    def measurer(self, gpu: str | None):
+        """Confirmation seeds on the slot ``gpu``: in this process, or each through the project backend."""
+        from mlflow_autoresearch.loop._decision import measure_in_process
+
+        env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None
+        if self.in_process:
+            return measure_in_process(self.store, self.recipe, env)
+
+        def measurer(of: TrialRecord, parent: TrialRecord, seed: int, role: str) -> float | None:
+            from mlflow_autoresearch.outcome import Outcome
+
+            run_id = self.store.create_measurement(of, parent, seed=seed, role=role)
+            self._submit(run_id, gpu)
+            rec = self.store.get(run_id)
+            return rec.score if rec.outcome in (Outcome.OK, Outcome.GATE_FAILED) else None
+
+        return measurer
 
     @staticmethod
     def _cancel(submitted) -> None:

@@ -161,6 +161,8 @@ class Loop:
         base = lineage.baseline
         if base is not None and base.finished:
             return base
+        if base is not None and base.measured and lease_is_stale(base) and self._take_over(base):
+            return self._evaluate(base, self.slots[0])  # a loop stopped between its facts and its decision
         if base is None and self.store.claim("baseline", self.owner):
             self.echo("baseline: scoring the recipe's own code "
                       f"({self.recipe.seeds} seed(s); this also measures the noise floor)")
@@ -261,9 +263,17 @@ class Loop:
         }, metrics={}, artifacts={S.FEEDBACK_JSON: json.dumps({"outcome": outcome.value, "reason": reason})})
 
     def _evaluate(self, trial: TrialRecord, gpu: str | None) -> TrialRecord:
+        """On a slot: the evaluator's facts (unless already recorded), then the policy's decision."""
         t0 = time.monotonic()
         try:
-            return self.evaluations.run(trial, gpu)
+            record = trial if trial.measured else self.evaluations.run(trial, gpu)
+            if record.decision is not None:
+                return record
+            self.leases.hold(record.run_id)  # confirmation seeds run on this slot, under this loop's lease
+            try:
+                return self.policy.decide(self.store, self.recipe, record, self.evaluations.measurer(gpu), self.echo)
+            finally:
+                self.leases.release(record.run_id)
         finally:
             with self._lock:
                 self._busy += time.monotonic() - t0
@@ -325,9 +335,9 @@ class Loop:
         created = len(self._mine(lineage))
         ready: deque[TrialRecord] = deque()
         waiting: set[str] = set()  # RUNNING trials another live process is evaluating
-        for t in [t for t in lineage.trials if t.status == "RUNNING" and t.outcome is None
-                  and t.worker == self.settings.worker and t.specialist != BASELINE]:
-            if job := self.evaluations.adopt(t):  # still queued or running on the cluster: wait for it
+        for t in [t for t in lineage.trials if t.worker == self.settings.worker and t.specialist != BASELINE
+                  and ((t.status == "RUNNING" and t.outcome is None) or (t.measured and t.decision is None))]:
+            if t.outcome is None and (job := self.evaluations.adopt(t)):  # still a job on the cluster: wait for it
                 self.echo(f"resume: {t.short} is still {job}; waiting for it on a slot")
                 ready.append(t)
             elif lease_is_stale(t) and self._take_over(t):
@@ -364,9 +374,9 @@ class Loop:
                     last_poll = time.monotonic()
                     for run_id in list(waiting):
                         t = self.store.get(run_id)
-                        if t.outcome is not None or (t.status == "RUNNING" and lease_is_stale(t) and self._take_over(t)):
+                        if t.decision is not None or (lease_is_stale(t) and self._take_over(t)):
                             waiting.discard(run_id)
-                            if t.outcome is None:
+                            if t.decision is None:
                                 ready.append(t)
                 idle = not proposing and not evaluating and not sweeping and (not ready or self._stop)
                 if idle and (stop_reason or self._stop) and (not waiting or self._stop):

@@ -3,8 +3,8 @@
 Mostly the current best; sometimes a near miss or a failure worth repairing,
 or a strong kept ancestor; a specialist rotation weighted by each role's
 recent yield, with a saturation note for a role whose last trials moved the
-score less than the noise.  Keep/discard lives with the facts in
-:func:`mlflow_autoresearch.trial.accept`.
+score less than the noise.  Keep or discard: :meth:`Policy.decide`, from the
+evaluator's facts and paired confirmation (:mod:`mlflow_autoresearch.loop._decision`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ class Policy:
         self._lock = threading.Lock()
         self._claimed_repairs: set[str] = set()
         self._last_role: str | None = None
+
+    @staticmethod
+    def decide(store, recipe, trial: TrialRecord, measurer=None, echo=None) -> TrialRecord:
+        """Keep or discard a measured trial, confirming it first when it looks better; recorded on the run."""
+        from mlflow_autoresearch.loop._decision import decide_trial
+
+        return decide_trial(store, recipe, trial, measurer=measurer, echo=echo)
 
     def choose(self, lineage: Lineage) -> Choice:
         with self._lock:

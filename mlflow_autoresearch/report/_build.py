@@ -106,6 +106,8 @@ def summary(f: Facts) -> dict:
         "llm_tokens_in": f.total_tokens[0],
         "llm_tokens_out": f.total_tokens[1],
         "gpu_seconds": f.total_gpu_seconds,
+        "confirm_seconds": sum(float(t.metrics.get("confirm_seconds", 0.0) or 0.0) for t in f.trials),
+        "noise": f.lineage.noise_model.describe(),
         "usd_per_improvement": f.dollars_per_improvement,
         "gpu_seconds_per_improvement": f.gpu_seconds_per_improvement,
         "specialists": [{"name": s.name, "trials": s.total, "kept": s.kept, "outcomes": s.outcomes}

@@ -39,7 +39,8 @@ def gpu_seconds(t: TrialRecord) -> float:
     if ts is None or math.isnan(ts):
         return 0.0
     seeds = t.metrics.get("seeds", 1.0) or 1.0
-    return float(ts) * float(seeds)
+    # The paired confirmation ran on the same slot: its seconds are this trial's too.
+    return float(ts) * float(seeds) + float(t.metrics.get("confirm_seconds", 0.0) or 0.0)
 
 
 def outcome_word(t: TrialRecord) -> str:

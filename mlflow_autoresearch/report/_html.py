@@ -97,7 +97,8 @@ def _cards(f: Facts) -> str:
                     for k, v in items)
     mix = ", ".join(f"{n} {w}" for w, n in sorted(f.outcome_totals.items(), key=lambda kv: -kv[1]))
     return f'<section id="summary"><div class="cards">{cards}</div><p class="help">Outcomes: {_e(mix or "none")}. ' \
-           f'Tokens: {f.total_tokens[0]:,} in, {f.total_tokens[1]:,} out.</p></section>'
+           f'Tokens: {f.total_tokens[0]:,} in, {f.total_tokens[1]:,} out. ' \
+           f'Keep rule: paired confirmation; {_e(f.lineage.noise_model.describe())}.</p></section>'
 
 
 def _leaderboard(f: Facts, links: Links) -> str:

@@ -66,8 +66,21 @@ def _render(template: str, values: dict[str, Any]) -> str:
 
 
 def margin(ctx: ProposalContext) -> float:
-    """The gain a trial must beat the best by: as :func:`mlflow_autoresearch.trial.accept` computes it."""
-    return max(ctx.recipe.min_improvement, ctx.lineage.noise())
+    """One measurement's spread near the best, in the score's units (0 before anything was measured twice)."""
+    return ctx.lineage.noise()
+
+
+def _keep_rule(ctx: ProposalContext) -> str:
+    """The keep rule in words, rounded so the cached system prompt changes rarely."""
+    from mlflow_autoresearch.acceptance import DEFAULT_MIN_EFFECT
+
+    spec, scale = ctx.recipe.acceptance, ctx.lineage.scale
+    eff = DEFAULT_MIN_EFFECT[scale.kind] if spec.min_effect is None else spec.min_effect
+    min_effect = f"{eff:.0%} of the score" if scale.kind == "relative" else f"{eff:g} {ctx.recipe.metric.name}"
+    nm = ctx.lineage.noise_model
+    noise = "an unknown amount (not measured yet)" if nm.sigma is None else (
+        f"±{float(f'{nm.sigma * 100:.1g}'):g}%" if scale.kind == "relative" else f"±{nm.sigma:.1g}")
+    return message("margin", confidence=spec.confidence, min_effect=min_effect, noise=noise)
 
 
 def _limits(recipe: Recipe) -> str:
@@ -88,8 +101,7 @@ def system_prompt(ctx: ProposalContext) -> str:
         "recipe_description": r.description.strip() or _messages()["no_description"],
         "metric_name": r.metric.name,
         "metric_goal": r.metric.goal,
-        "margin": message("margin", margin=margin(ctx), min_improvement=r.min_improvement,
-                          noise=ctx.lineage.noise()),
+        "margin": _keep_rule(ctx),
         "gates": "; ".join(message("gate_near_miss", gate=g, band=g.near_miss) if g.near_miss
                            else message("gate", gate=g) for g in r.gates) or none,
         "limits": _limits(r),

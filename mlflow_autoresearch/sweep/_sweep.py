@@ -309,7 +309,9 @@ def _submit(store: MlflowStore, recipe: Recipe, study: optuna.Study, trial: Tria
             files: Mapping[str, bytes], knobs: Sequence[Knob], best: SweepPoint, points: Sequence[SweepPoint],
             url: str, worker: str, extra_env: dict[str, str] | None, say: Progress) -> TrialRecord:
     """The best point as a new trial through normal acceptance; once per best point, even across reruns."""
-    from mlflow_autoresearch.trial import create_trial, evaluate_trial
+    from mlflow_autoresearch.loop._decision import decide_trial, measure_in_process
+    from mlflow_autoresearch.loop._decision import evaluate_and_decide as evaluate_trial
+    from mlflow_autoresearch.trial import create_trial
 
     submitted = dict(study.user_attrs.get(SUBMITTED) or {})
     done = submitted.get(str(best.number))
@@ -318,6 +320,8 @@ def _submit(store: MlflowStore, recipe: Recipe, study: optuna.Study, trial: Tria
         if rec.finished:
             say(f"best point {best.number} was already submitted as {rec.short}: {rec.decision}")
             return rec
+        if rec.measured:  # evaluated, decision pending (stopped in between)
+            return decide_trial(store, recipe, rec, measurer=measure_in_process(store, recipe, extra_env), echo=say)
         return evaluate_trial(store, done, recipe=recipe, extra_env=extra_env, progress=say)
     literals = {k.name: format_value(best.values[k.name], k.integer) for k in knobs}
     shown = ", ".join(f"{n}={v}" for n, v in literals.items())

@@ -106,7 +106,7 @@ def test_job_for_a_trial_runs_the_evaluator_on_the_trials_code(kube_config, live
     (container,) = v1.spec.template.spec.containers
     assert container.image == f"{IMAGE}@{DIGEST}"
     assert container.command == ["python", "-m", "mlflow_autoresearch.cli", "evaluate",
-                                 "--trial", trial.run_id, "--recipe", str(toy_recipe)]
+                                 "--trial", trial.run_id, "--recipe", str(toy_recipe), "--facts-only"]
     job_env = {e.name: e.value for e in container.env if e.value is not None}
     assert job_env["MLFLOW_RUN_ID"] == trial.run_id and job_env["MLFLOW_TRACKING_URI"] == url
     assert job_env["MLFLOW_EXPERIMENT_ID"] == store.experiment_id

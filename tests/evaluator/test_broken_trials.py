@@ -14,13 +14,13 @@ import pytest
 from trialkit import OK_LINES, make_recipe, processes_with
 
 from mlflow_autoresearch import schema as S
-from mlflow_autoresearch.outcome import Decision, Outcome
+from mlflow_autoresearch.outcome import Outcome
 from mlflow_autoresearch.recipe import load_recipe
-from mlflow_autoresearch.trial import evaluate_folder, feedback_text
+from mlflow_autoresearch.trial import evaluate_folder, facts_text
 
 
 def feedback(ran) -> str:
-    return feedback_text(ran.evaluation, ran.recipe, None, None, Decision.DISCARD, "test")
+    return facts_text(ran.evaluation, ran.recipe, None, None)
 
 
 def test_a_healthy_trial_is_ok_so_the_failures_below_mean_something(run_trial):

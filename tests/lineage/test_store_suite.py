@@ -241,3 +241,37 @@ def test_trial_numbers_unique_across_processes(live_mlflow_server):
     assert {t.worker for t in everyone} == {"loop-0", "loop-1", "loop-2"}
     for o in outs:  # each loop's own lineage holds its trials beside the others' it had seen
         assert {n for _, n in o["mine"]} <= set(o["seen"])
+
+
+def test_decision_is_written_once_after_the_facts(open_store):
+    store, other = open_store(), open_store()
+    t = store.create_trial(draft(0))
+    with pytest.raises(StoreError, match="no outcome yet"):
+        store.record_decision(t.run_id, {S.DECISION: "keep"}, {})
+    assert other.trials()  # the other handle has synced once: the decision must reach it incrementally
+    measured = store.record_result(t.run_id, tags={S.OUTCOME: "ok", S.SCORE_NAME: "loss"},
+                                   metrics={"loss": 0.5, "loss.seed0": 0.5}, artifacts={})
+    assert measured.measured and not measured.finished and measured.status == "FINISHED"
+    with pytest.raises(StoreError, match="only decision tags"):
+        store.record_decision(t.run_id, {S.OUTCOME: "crashed"}, {})
+    rec = store.record_decision(t.run_id, {S.DECISION: "keep", S.REASON: "kept: -10%",
+                                           S.EVIDENCE: json.dumps({"rule": "paired", "pairs": [[0.5, 0.6]]})},
+                                {S.DECISION_JSON: "{}"})
+    assert rec.finished and rec.kept and rec.evidence["pairs"] == [[0.5, 0.6]]
+    assert store.read_artifact(t.run_id, S.DECISION_JSON) == "{}"
+    with pytest.raises(StoreError, match="written once"):
+        store.record_decision(t.run_id, {S.DECISION: "discard"}, {})
+    seen = {x.run_id: x for x in other.trials()}
+    assert seen[t.run_id].decision == "keep"
+
+
+def test_confirmation_runs_are_nested_and_never_trials(open_store):
+    store = open_store()
+    parent = finish(store, store.create_trial(draft(0)).run_id, score=1.0)
+    cand = store.create_trial(draft(1, parent_id=parent.run_id))
+    run_id = store.create_measurement(parent, cand, seed=10_064, role="incumbent")
+    store.record_measurement(run_id, tags={S.OUTCOME: "ok"}, metrics={"loss": 0.9})
+    assert [t.run_id for t in store.trials()] == [parent.run_id, cand.run_id]
+    m = store.get(run_id)
+    assert m.tags[S.KIND] == "confirm" and m.tags[S.MEASURES] == parent.run_id and m.tags[S.PARENT_RUN] == cand.run_id
+    assert m.tags[S.SEED] == "10064" and m.tags[S.CODE_SHA] == parent.code_sha256 and m.score == 0.9

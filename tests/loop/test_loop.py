@@ -77,9 +77,11 @@ def test_kept_trial_with_knobs_gets_a_sweep(toy_recipe, mlflow_store, tmp_path):
     assert any(ln.startswith("sweep: 3 Optuna points") for ln in lines)
     sweep_trial = next(t for t in trials if t.specialist == "sweep")
     assert sweep_trial.finished and sweep_trial.decision in ("keep", "discard")
-    points = mlflow_store.client.search_runs([mlflow_store.experiment_id],
+    nested = mlflow_store.client.search_runs([mlflow_store.experiment_id],
                                              f"tags.`mlflow.parentRunId` = '{sweep_trial.parent_id}'")
-    assert len(points) >= 2 and all(p.data.tags.get(S.KIND) == "sweep_point" for p in points)
+    # Under the swept trial: its sweep points, and the confirmation runs that kept it.
+    points = [p for p in nested if p.data.tags.get(S.KIND) == "sweep_point"]
+    assert len(points) >= 2 and all(p.data.tags.get(S.KIND) in ("sweep_point", "confirm") for p in nested)
 
 
 def test_a_cluster_backend_without_a_project_is_refused(toy_recipe, mlflow_store):

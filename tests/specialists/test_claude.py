@@ -157,14 +157,13 @@ def test_first_request_carries_cache_markers_steering_and_lineage(recipe, store)
     assert "Optimization specialist" in system and "optimizer choice" in system  # role brief
     assert "`accuracy >= 0.85`" in system and "training 20 s per seed" in system and "memory 2 GB" in system
     assert "Seeds per evaluation: 2" in system
-    assert "0.02 (the larger of the recipe's min_improvement 0.01 and the baseline's seed-to-seed spread 0.02)" \
-        in system
+    assert "a gain is kept only after paired confirmation" in system and "at confidence 0.95" in system
     assert "Halving SCORE is the classic trick." in system  # knowledge notes
     assert "Steering" not in system and "t0000" not in system  # per-proposal text stays out of the prefix
 
     turn = first.messages[0]["content"][0]["text"]
     assert "## Steering note from the user (follow it)\nTry halving SCORE before anything else." in turn
-    assert "### Leaderboard (kept trials, best first)" in turn and "| 1 | t0000 |" in turn
+    assert "### Leaderboard (kept trials, best first" in turn and "| 1 | t0000 |" in turn
     assert "### Near misses not yet repaired" in turn and "### Your (optimization) last trials" in turn
     assert "baseline feedback 4242" in turn and "(ok, score 0.5)" in turn
     assert "Your last 3 trials moved the score less than the noise." in turn
