@@ -163,6 +163,8 @@ class Loop:
             return base
         if base is not None and base.measured and lease_is_stale(base) and self._take_over(base):
             return self._evaluate(base, self.slots[0])  # a loop stopped between its facts and its decision
+        if (resumed := self._resume_baseline(base)) is not None:
+            return resumed
         if base is None and self.store.claim("baseline", self.owner):
             self.echo("baseline: scoring the recipe's own code "
                       f"({self.recipe.seeds} seed(s); this also measures the noise floor)")
@@ -182,8 +184,20 @@ class Loop:
             base = self.lineage().baseline
             if base is not None and base.finished:
                 return base
+            if (resumed := self._resume_baseline(base)) is not None:
+                return resumed
             if self._stop:
                 raise AutoresearchError("stopped while waiting for the baseline")
+
+    def _resume_baseline(self, base: TrialRecord | None) -> TrialRecord | None:
+        """A baseline a stopped loop left without facts: wait on its job if one still runs, else evaluate it."""
+        if base is None or base.measured or base.status != "RUNNING":
+            return None
+        job = self.evaluations.adopt(base)
+        if job is None and not (lease_is_stale(base) and self._take_over(base)):
+            return None
+        self.echo(f"baseline: left unfinished by a stopped loop; {'waiting for ' + job if job else 'evaluating it'}")
+        return self._evaluate(base, self.slots[0])
 
     def _stale_trials(self, lineage: Lineage) -> list[TrialRecord]:
         return [t for t in lineage.trials if t.status == "RUNNING" and t.outcome is None
