@@ -90,6 +90,7 @@ def run(rule: str, sigma: float, drift: float, candidates: int, seed: int) -> Ta
     world.next_window()
     inc_values = world.measure(true_inc, SEEDS)
     codes: dict[int, dict[int, list[float]]] = {0: {world.windows: list(inc_values)}}  # code -> window -> values
+    pair_diffs: list[list[float]] = []  # each confirmation's paired differences over sqrt 2, as the lineage keeps them
     inc_code = 0
     best_recorded = float(np.mean(inc_values))
     margin = float(np.std(inc_values, ddof=1))  # version 1: the baseline's two-seed std
@@ -107,7 +108,7 @@ def run(rule: str, sigma: float, drift: float, candidates: int, seed: int) -> Ta
         elif rule == "margin":
             keep = best_recorded - score > margin
         else:
-            noise = NoiseModel.learn(codes, scale)
+            noise = NoiseModel.learn(codes, scale, on_scale=pair_diffs)
             inc_more: list[float] = []
             c_more: list[float] = []
             opened: set[int] = set()
@@ -123,7 +124,16 @@ def run(rule: str, sigma: float, drift: float, candidates: int, seed: int) -> Ta
                 return v
 
             inc_sample = Sample(tuple(tuple(v) for v in codes[inc_code].values()))
-            verdict = acceptance.decide(Sample.of(*c_values), inc_sample, noise, measure)
+            diffs_before = list(pair_diffs)
+
+            def relearn(diffs: list[float], before=diffs_before) -> NoiseModel:
+                extra = [[d / math.sqrt(2) for d in diffs]]
+                return NoiseModel.learn(codes, scale, on_scale=before + extra)
+
+            verdict = acceptance.decide(Sample.of(*c_values), inc_sample, noise, measure, relearn=relearn)
+            good = [(c, i) for c, i in verdict.evidence.pairs if c is not None and i is not None]
+            if len(good) > 1:
+                pair_diffs.append([(math.log(c) - math.log(i)) / math.sqrt(2) for c, i in good])
             keep = verdict.decision is Decision.KEEP
             tally.extra_seeds += verdict.evidence.confirm_runs
             inc_values = inc_values + inc_more

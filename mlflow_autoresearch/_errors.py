@@ -28,6 +28,19 @@ class ProposalError(UsageError):
     """A proposal whose edits cannot be applied (refused before anything runs)."""
 
 
+class BackendError(UsageError):
+    """The model backend cannot work with this setup: credentials, billing, spend limit, model, endpoint.
+
+    Retrying cannot help, so the loop stops (exit code 2).  ``cause`` says what
+    the backend answered, ``fix`` what the user can do about it.
+    """
+
+    def __init__(self, cause: str, fix: str) -> None:
+        super().__init__(f"{cause}. Fix: {fix}")
+        self.cause = cause
+        self.fix = fix
+
+
 class HarnessError(AutoresearchError):
     """The evaluator or the loop itself failed; not the trial's fault."""
 
@@ -37,15 +50,17 @@ class ModelUnavailable(HarnessError):
 
     Not the proposal's fault: the loop pauses proposing, says so, and tries
     again later.  ``status`` is the last HTTP status (``None`` for a timeout or
-    a connection failure); ``retry_after`` is the server's last hint in seconds.
+    a connection failure); ``retry_after`` is the server's last hint in seconds;
+    ``answered`` is whether any attempt got an HTTP answer at all.
     """
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 waited_seconds: float = 0.0) -> None:
+                 waited_seconds: float = 0.0, answered: bool = True) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.waited_seconds = waited_seconds
+        self.answered = answered
 
 
 class StoreError(AutoresearchError):

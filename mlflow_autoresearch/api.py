@@ -75,7 +75,6 @@ def evaluate_command(
         raise UsageError(f"--trial {trial_id}: no such run in {uri} ({e.error_code})") from None
     store = MlflowStore(exp_name, uri, create=False)
     trial = store.get(trial_id)
-    # A measurement run carries its trial's profile tag, "" for none.
     recipe = load_recipe(recipe_dir, profile or trial.tags.get(S.PROFILE) or None) if recipe_dir else recipe_of(trial)
     if trial.tags.get(S.KIND) == "confirm":
         of = store.get(trial.tags[S.MEASURES])

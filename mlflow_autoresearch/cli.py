@@ -102,8 +102,21 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @click.option("--wall-seconds", type=float, default=None, help="Stop after this wall clock.")
 @click.option("--dollars", type=float, default=None, help="Stop when the LLM spend reaches this.")
 @click.option("--seed", type=int, default=None, help="Seed of the loop's own choices.")
-@click.option("--model", default=None, help="Claude model name.")
-@click.option("--max-turns", type=int, default=None)
+@click.option("--model", default=None, help="Claude model id [default: claude-sonnet-5-5].")
+@click.option("--fallback-model", default=None, help="Model a refused proposal starts over on.")
+@click.option("--max-turns", type=int, default=None, help="Model calls per proposal [default: 24].")
+@click.option("--max-tokens", type=int, default=None,
+              help="Output tokens per model call, thinking included [default: 16000].")
+@click.option("--thinking", default=None, help="auto (the model's default), off, adaptive, or a budget in tokens.")
+@click.option("--effort", type=click.Choice(["low", "medium", "high", "xhigh", "max"]), default=None,
+              help="Output effort [default: the model's].")
+@click.option("--cache-ttl", type=click.Choice(["5m", "1h"]), default=None, help="Prompt-cache lifetime [default: 5m].")
+@click.option("--provider", type=click.Choice(["auto", "anthropic", "bedrock", "vertex", "foundry"]), default=None,
+              help="Where Claude is served [default: auto, by the credentials present].")
+@click.option("--anthropic-base-url", default=None,
+              help="An Anthropic-compatible server, e.g. a local one [default: $ANTHROPIC_BASE_URL].")
+@click.option("--connect-timeout", type=float, default=None, help="Seconds to connect to the model API [default: 10].")
+@click.option("--prices", default=None, help='Model prices, JSON or a file: {"model": [usd per Mtok in, out]}.')
 @click.option("--in-process", is_flag=True, default=None, help="Evaluate in this process (no mlflow run).")
 @click.option("--backend", default=None,
               help="MLflow project backend for evaluations: local, slurm, kubernetes, ... [default: local].")

@@ -53,10 +53,23 @@ class Settings(BaseSettings):
     project: str | None = Field(default=None, description="MLflow project with the `evaluate` entry point "
                                 "[default: a generated local one]; for kubernetes e.g. docs/cluster")
     in_process: bool = Field(default=False, description="evaluate in this process instead of mlflow.projects.run")
-    model: str = "claude-sonnet-5-5"
+    # The Claude backend (docs/claude.md)
+    model: str = Field(default="claude-sonnet-5-5", min_length=1, description="Claude model id")
+    fallback_model: str | None = Field(default=None, description="model a refused proposal starts over on")
     max_turns: int = Field(default=24, ge=1, le=200)
-    max_tokens: int = Field(default=8000, ge=256, le=64_000)
-    anthropic_base_url: str | None = None
+    max_tokens: int = Field(default=16_000, ge=256, le=128_000,
+                            description="output tokens per model call, thinking included")
+    thinking: str = Field(default="auto", pattern=r"^(auto|off|adaptive|[0-9]+)$",
+                          description="auto (the model's default), off, adaptive, or a budget in tokens")
+    effort: str | None = Field(default=None, pattern=r"^(low|medium|high|xhigh|max)$",
+                               description="output effort [default: the model's]")
+    cache_ttl: str = Field(default="5m", pattern=r"^(5m|1h)$", description="prompt-cache lifetime")
+    provider: str = Field(default="auto", pattern=r"^(auto|anthropic|bedrock|vertex|foundry)$",
+                          description="where Claude is served [default: by the credentials present]")
+    anthropic_base_url: str | None = Field(default=None, description="an Anthropic-compatible server "
+                                           "[default: $ANTHROPIC_BASE_URL]")
+    connect_timeout: float = Field(default=10, gt=0, le=600, description="seconds to connect to the model API")
+    request_timeout: float = Field(default=600, gt=0, description="seconds for one model API request")
     model_retry_seconds: float = Field(default=300, gt=0, description="retry a failing model API this long, then pause")
     prices: str | None = Field(default=None, description="JSON or file: {model: [usd per Mtok in, out]}")
     steering_file: str | None = None

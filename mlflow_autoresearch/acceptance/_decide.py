@@ -117,8 +117,14 @@ class Acceptance:
         return Direction(self.goal).sign
 
     def decide(self, candidate: Sample, incumbent: Sample | None, noise: NoiseModel, measure: Measure | None,
-               incumbent_run: str | None = None) -> Verdict:
-        """Keep or discard an ``ok`` candidate against the incumbent (None: nothing kept yet)."""
+               incumbent_run: str | None = None,
+               relearn: Callable[[list[float]], NoiseModel] | None = None) -> Verdict:
+        """Keep or discard an ``ok`` candidate against the incumbent (None: nothing kept yet).
+
+        ``relearn(diffs)``: the noise model again with this confirmation's paired differences (on the
+        scale) pooled in, so that a noise model learnt from little (one load spike) is corrected by the
+        pairs themselves.  Without it, the noise model stays as given.
+        """
         sc = self.scale
 
         def change(effect: float) -> str:  # an effect (positive = better) as the change of the score
@@ -138,7 +144,8 @@ class Acceptance:
         vs = f"{_fmt(candidate.values, sc)}{self.unit} vs {_fmt(incumbent.values, sc)}{self.unit}"
         test = None
         if noise.sigma is not None:
-            test = SequentialTest(self.design, before, noise.sigma, noise.drift or 0.0, self.sign)
+            test = SequentialTest(self.design, before, noise.sigma, noise.drift or 0.0, self.sign,
+                                  df=max(noise.df, 1))
             first = test.look()
             common["screen_z"] = first.z
             if first.verdict == "discard":
@@ -162,9 +169,15 @@ class Acceptance:
                 continue  # the incumbent failed a seed: no pair this round
             good.append((sc.to(got[CANDIDATE]), sc.to(got[INCUMBENT])))
             if test is not None:
+                if relearn is not None and len(good) >= 2:
+                    nm = relearn([self.sign * (c - i) for c, i in good])
+                    if nm.sigma is not None:
+                        test.update_noise(nm.sigma, nm.drift or 0.0, max(nm.df, 1))
                 look = test.add(*good[-1])
                 if look.verdict != "continue":
                     break
+            elif len(good) >= 2 and sum(self.sign * (c - i) for c, i in good) <= 0:
+                break  # futility while the noise is unknown: not better on the pairs so far
         if test is None and len(good) >= 2:
             look = paired_t(good, self.sign, self.design.alpha, self.design.min_effect)
         if look is None:

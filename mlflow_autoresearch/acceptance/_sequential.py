@@ -149,6 +149,7 @@ class SequentialTest:
     sigma: float
     drift: float
     sign: int
+    df: int = 1_000  # the degrees of freedom behind sigma: few turn the boundary into a Student's t one
     pairs: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -168,6 +169,10 @@ class SequentialTest:
     def boundary(self, k: int) -> float:
         return self.constant * self.fractions[k] ** (_SHAPE - 0.5)
 
+    def update_noise(self, sigma: float, drift: float, df: int) -> None:
+        """The noise re-learnt with this confirmation's own pairs in it (the boundaries' shape stays)."""
+        self.sigma, self.drift, self.df = sigma, drift, df
+
     def look(self) -> Look:
         k = len(self.pairs)
         theta, se = gls(Windows(self.before.candidate, self.before.incumbent, tuple(self.pairs)), self.sigma,
@@ -180,6 +185,8 @@ class SequentialTest:
             why = "screen: " + ("not better than the incumbent" if verdict == "discard" else "worth confirming")
             return Look(0, theta, se, z, None, theta - c * se, theta + c * se, verdict, why)
         c = self.boundary(k)
+        if self.df < 1_000:  # sigma estimated from few values: the same tail probability on Student's t
+            c = float(stats.t.isf(stats.norm.sf(c), max(self.df, 1)))
         low, high = theta - c * se, theta + c * se
         if z >= c and theta >= d.min_effect:
             verdict, why = "keep", f"z {z:.2f} >= boundary {c:.2f} at pair {k} of {d.max_pairs}"

@@ -129,9 +129,12 @@ def check_decision(rec: TrialRecord, tags: Mapping[str, str]) -> None:
 
 
 def measurement_tags(of: TrialRecord, parent: TrialRecord, seed: int, role: str) -> dict[str, str]:
-    return {S.KIND: "confirm", S.PARENT_RUN: parent.run_id, S.MEASURES: of.run_id, S.SEED: str(seed),
-            S.CONFIRM_ROLE: role, S.CODE_SHA: of.code_sha256, S.SCORE_NAME: of.tags.get(S.SCORE_NAME, ""),
-            S.RECIPE_DIR: parent.tags.get(S.RECIPE_DIR, ""), S.PROFILE: parent.tags.get(S.PROFILE, "")}
+    tags = {S.KIND: "confirm", S.PARENT_RUN: parent.run_id, S.MEASURES: of.run_id, S.SEED: str(seed),
+            S.CONFIRM_ROLE: role, S.CODE_SHA: of.code_sha256, S.SCORE_NAME: of.tags.get(S.SCORE_NAME, "")}
+    for key in (S.RECIPE_DIR, S.PROFILE):  # where the evaluate entry point finds the recipe
+        if parent.tags.get(key):
+            tags[key] = parent.tags[key]
+    return tags
 
 
 def measurement_name(of: TrialRecord, parent: TrialRecord, seed: int, role: str) -> str:

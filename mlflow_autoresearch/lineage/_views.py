@@ -121,18 +121,26 @@ class Lineage:
         return self.scale.back(sum(xs) / len(xs))
 
     @cached_property
-    def noise_model(self):
-        """The experiment's noise, pooled from every measurement (see :mod:`mlflow_autoresearch.acceptance`)."""
-        from mlflow_autoresearch.acceptance import NoiseModel
-
+    def _pair_diffs(self) -> list[list[float]]:
         # Each confirmation's paired differences, over sqrt(2): spread like two seeds of one code in one window.
-        sc = self.scale
-        diffs = []
+        sc, out = self.scale, []
         for t in self.trials:
             pairs = [p for p in t.evidence.get("pairs") or [] if len(p) == 2 and None not in p]
             if len(pairs) > 1:
-                diffs.append([(sc.to(c) - sc.to(i)) / 2**0.5 for c, i in pairs])
-        return NoiseModel.learn(self.measurements, sc, on_scale=diffs)
+                out.append([(sc.to(c) - sc.to(i)) / 2**0.5 for c, i in pairs])
+        return out
+
+    @cached_property
+    def noise_model(self):
+        """The experiment's noise, pooled from every measurement (see :mod:`mlflow_autoresearch.acceptance`)."""
+        return self.noise_with(None)
+
+    def noise_with(self, diffs: list[float] | None):
+        """The noise model with one more confirmation's paired differences (on the scale) pooled in."""
+        from mlflow_autoresearch.acceptance import NoiseModel
+
+        extra = [[d / 2**0.5 for d in diffs]] if diffs and len(diffs) > 1 else []
+        return NoiseModel.learn(self.measurements, self.scale, on_scale=self._pair_diffs + extra)
 
     @property
     def finished(self) -> list[TrialRecord]:

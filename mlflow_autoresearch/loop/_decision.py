@@ -11,6 +11,7 @@ demoted (a tag; nothing is deleted).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 # under ``parent``), or None when that seed did not pass.
 Measurer = Callable[[TrialRecord, TrialRecord, int, str], "float | None"]
 CONFIRM_SEED_BASE = 10_000  # confirmation seeds never collide with a trial's own seeds 0..n-1
-UNITS = {"relative": " s"}
 
 
 def confirmation_seed(candidate: TrialRecord, k: int) -> int:
@@ -55,9 +55,8 @@ def acceptance_for(recipe: Recipe, lineage: Lineage, incumbent: TrialRecord | No
             extra = abs(math.log((ref + legacy * lineage.direction.sign) / ref))
         else:
             extra = 0.0
-        design = type(design)(**{**design.__dict__, "min_effect": max(design.min_effect, extra)})
-    unit = UNITS.get(scale.kind, "") if recipe.metric.name.endswith("seconds") else ""
-    return Acceptance(design, scale, recipe.metric.goal, unit)
+        design = dataclasses.replace(design, min_effect=max(design.min_effect, extra))
+    return Acceptance(design, scale, recipe.metric.goal, " s" if recipe.metric.name.endswith("seconds") else "")
 
 
 def _verdict(store: LineageStore, recipe: Recipe, trial: TrialRecord, lineage: Lineage,
@@ -79,7 +78,7 @@ def _verdict(store: LineageStore, recipe: Recipe, trial: TrialRecord, lineage: L
             return measurer(of, trial, confirmation_seed(trial, k), role)
 
     verdict = acceptance.decide(Sample.of(*trial.seed_values()), Sample(inc_windows), lineage.noise_model, measure,
-                                incumbent.run_id if incumbent else None)
+                                incumbent.run_id if incumbent else None, relearn=lineage.noise_with)
     return verdict, incumbent
 
 
@@ -92,8 +91,8 @@ def decide_trial(store: LineageStore, recipe: Recipe, trial: TrialRecord, *, mea
     trial = store.get(trial.run_id)
     if trial.decision is not None or trial.outcome is None:
         return trial
-    lineage = Lineage([t for t in store.trials() if t.run_id != trial.run_id], recipe.metric.goal,
-                      recipe.acceptance.scale)
+    # The candidate's own seeds count for the noise model; undecided, it cannot be the incumbent.
+    lineage = Lineage(store.trials(), recipe.metric.goal, recipe.acceptance.scale)
     t0 = time.monotonic()
     verdict, incumbent = _verdict(store, recipe, trial, lineage, measurer)
     cost = {"confirm_seconds": time.monotonic() - t0, "confirm_runs": float(verdict.evidence.confirm_runs)} \

@@ -243,8 +243,11 @@ class Evaluations:
             from mlflow_autoresearch.outcome import Outcome
 
             run_id = self.store.create_measurement(of, parent, seed=seed, role=role)
-            self._submit(run_id, gpu)
+            ok = self._submit(run_id, gpu)
             rec = self.store.get(run_id)
+            if rec.outcome is None:  # the entry point itself failed: not the trial's fault
+                raise HarnessError(f"confirmation run {run_id} of {parent.short} ended ({'ok' if ok else 'failed'}) "
+                                   "without a result")
             return rec.score if rec.outcome in (Outcome.OK, Outcome.GATE_FAILED) else None
 
         return measurer

@@ -33,7 +33,16 @@ from mlflow_autoresearch.loop._slots import detect_slots, job_slots
 from mlflow_autoresearch.outcome import Decision, Outcome
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.settings import Settings, tracking_uri
-from mlflow_autoresearch.specialists import Proposal, ProposalContext, Usage, make_specialist, resolve_agent, roster
+from mlflow_autoresearch.specialists import (
+    Proposal,
+    ProposalContext,
+    Usage,
+    check_backend,
+    claude_options,
+    make_specialist,
+    resolve_agent,
+    roster,
+)
 from mlflow_autoresearch.trial import BASELINE, create_trial, recipe_files
 
 logger = logging.getLogger(__name__)
@@ -95,8 +104,9 @@ class Loop:
         self.store = store or MlflowStore(settings.experiment or recipe.name, self.uri)
         if hasattr(self.store, "check_write_access"):
             self.store.check_write_access()  # a reader is refused before any trial starts
-        self.agent = resolve_agent(settings.agent) if specialist is None else getattr(specialist, "backend", "custom")
-        self.specialist = specialist or make_specialist(settings.agent, **_backend_options(settings, self.agent))
+        self.agent = resolve_agent(settings.agent, provider=settings.provider, base_url=settings.anthropic_base_url) \
+            if specialist is None else getattr(specialist, "backend", "custom")
+        self.specialist = specialist or make_specialist(self.agent, **_backend_options(settings, self.agent))
         self.roles = roster(recipe)
         self.policy = Policy(self.roles, settings.seed)
         # A cluster backend's slots are jobs at once (--slots), not this machine's GPUs.
@@ -118,6 +128,7 @@ class Loop:
         self._paused_until = 0.0
         self._pause = PAUSE_FIRST
         self._failures = 0
+        self._fatal: UsageError | None = None  # a backend refusal that stopped the loop; raised at the end
 
     # ----- budget -----------------------------------------------------------
     def _mine(self, lineage: Lineage) -> list[TrialRecord]:
@@ -327,6 +338,8 @@ class Loop:
         self.echo(f"autoresearch: recipe {self.recipe.name}, experiment {self.store.experiment_name!r} at {self.uri}")
         self.echo(f"autoresearch: {backend_note}; {len(self.slots)} slot(s); worker {self.settings.worker!r}")
         try:
+            if callable(getattr(self.specialist, "check", None)):  # endpoint and credentials, before the baseline
+                self.echo(f"autoresearch: model API: {check_backend(self.settings, self.specialist)}")
             self._ensure_baseline()
             reason = self._main(start)
         finally:
@@ -342,6 +355,8 @@ class Loop:
                   f"best {best.short + ' ' + format(best.score, '.5g') if best and best.score is not None else '—'}; "
                   f"slot utilization {result.utilization:.0%}; ${result.dollars:.2f} spent")
         self._log_report()
+        if self._fatal is not None:
+            raise self._fatal
         return result
 
     def _main(self, start: float) -> str:
@@ -450,7 +465,8 @@ class Loop:
                       "Evaluations in flight continue.")
             self._pause = min(self._pause * 2, PAUSE_MAX)
             return None
-        except UsageError as e:  # bad credentials, unknown model: retrying cannot help
+        except UsageError as e:  # bad credentials, billing, unknown model: retrying cannot help
+            self._fatal = self._fatal or e
             self._stop = f"the specialist backend refused to work: {e}"
             self.echo(f"autoresearch: {self._stop}")
             return None
@@ -536,9 +552,7 @@ class Loop:
 
 
 def _backend_options(settings: Settings, agent: str) -> dict:
-    claude = dict(model=settings.model, max_turns=settings.max_turns, max_tokens=settings.max_tokens,
-                  base_url=settings.anthropic_base_url, prices=settings.prices,
-                  retry_seconds=settings.model_retry_seconds)
+    claude = claude_options(settings)
     if agent == "claude":
         return claude
     if agent == "offline":

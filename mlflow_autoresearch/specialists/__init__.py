@@ -1,6 +1,7 @@
 """Specialists: roles (data files) plus backends (Claude, the offline playbook)."""
 
 from mlflow_autoresearch.specialists._base import Edit, Proposal, ProposalContext, Role, Specialist, Usage
+from mlflow_autoresearch.specialists._check import check_backend, claude_options
 from mlflow_autoresearch.specialists._edits import EditSession, apply_edits
 from mlflow_autoresearch.specialists._registry import make_specialist, resolve_agent
 from mlflow_autoresearch.specialists._roles import builtin_roles, prompt, roster
@@ -16,6 +17,8 @@ __all__ = [
     "Usage",
     "apply_edits",
     "builtin_roles",
+    "check_backend",
+    "claude_options",
     "link_trace",
     "make_specialist",
     "prompt",

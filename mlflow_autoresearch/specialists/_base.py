@@ -55,7 +55,7 @@ class Usage:
     def metrics(self) -> dict[str, float]:
         return {"llm_cost_usd": self.cost_usd, "llm_tokens_in": float(self.tokens_in),
                 "llm_tokens_out": float(self.tokens_out), "llm_cache_read_tokens": float(self.cache_read),
-                "llm_calls": float(self.calls)}
+                "llm_cache_write_tokens": float(self.cache_write), "llm_calls": float(self.calls)}
 
 
 @dataclass(frozen=True)

@@ -2,25 +2,40 @@
 
 The model reads the parent's files and the lineage through tools, edits the
 editable files by exact string replacement and submits a hypothesis.  Every
-refusal (bad tool input, an edit that does not apply, a protected file, a
-submit that is not ready) goes back to the model as an ``is_error`` tool
-result in the same session.  A session ends when a submit is accepted, when
-``max_turns`` model calls have been made, or when the model ends its turn
-twice without submitting (it is nudged once); the last two give a
-:class:`Proposal` with ``invalid_reason`` set.
+refusal of a tool call (bad input, an edit that does not apply, a protected
+file, a submit that is not ready) goes back to the model as an ``is_error``
+tool result in the same session.
 
-Prompt caching: ``cache_control`` marks the tools and the system prompt (the
-stable prefix: role brief, recipe, knowledge), and the newest user turn, so
-each call re-reads the conversation so far from the cache.
+Every stop reason is handled as the Messages API documents it:
 
-Usage and dollars come from each response's ``usage`` and the price table;
-``ctx.on_usage`` is called after every call with that call's usage (an
-exception it raises ends the session and propagates).
+- ``tool_use`` / ``end_turn``: tools are run; a turn without a submit is
+  nudged once, and a second one ends the proposal as invalid.
+- ``max_tokens`` and ``model_context_window_exceeded``: the reply is cut off,
+  so **no tool call in it is run** (a cut-off ``submit`` would lose its
+  knobs, a cut-off edit its text).  The reply is dropped from the
+  conversation, the model is told, and the same turn is asked again; for
+  ``max_tokens`` the output limit is raised once (to twice the setting, up to
+  the model's maximum), for a full window older tool results are cleared.
+  A third cut-off ends the proposal as invalid, saying which limit to raise.
+- ``pause_turn``: the paused assistant content is sent back unchanged and the
+  model continues its turn.
+- ``refusal``: the conversation ends at once.  Its ``stop_details``
+  (category, explanation) go into the proposal's invalid reason and the
+  transcript.  With a ``fallback_model`` the proposal starts over on that
+  model; ``refusals_to_stop`` refused proposals in a row stop the loop.
 
-Failures of the API: retried with backoff (:mod:`._retry`); past the retry
-budget, :class:`~mlflow_autoresearch._errors.ModelUnavailable`.  Rejected
-credentials or an unknown model raise :class:`UsageError`; any other refusal
-(HTTP 400, e.g. a conversation grown too long) ends the proposal as invalid.
+Before each call the request is fitted into the model's context window with
+room for the answer (:mod:`._context`).  Account-level refusals of the API
+(credentials, permission, billing, spend limit, unknown model, the same 400
+on every first turn, an endpoint that has never answered) raise
+:class:`~mlflow_autoresearch._errors.BackendError`: the loop stops with exit
+code 2 (:mod:`._account`).  Transient failures are retried (:mod:`._retry`),
+past the retry budget :class:`~mlflow_autoresearch._errors.ModelUnavailable`.
+
+Prompt caching: ``cache_control`` marks the tools, the system prompt and the
+newest user turn (three of the four breakpoints the API allows), with the
+configured lifetime.  Usage and dollars come from each response's ``usage``
+and the price table; ``ctx.on_usage`` is called after every call.
 
 One :class:`ClaudeSpecialist` serves many threads at once: each
 :meth:`~ClaudeSpecialist.propose` call has its own session state.
@@ -28,7 +43,6 @@ One :class:`ClaudeSpecialist` serves many threads at once: each
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -39,38 +53,52 @@ from typing import Any
 
 import anthropic
 
-from mlflow_autoresearch._errors import UsageError
-from mlflow_autoresearch.specialists._base import Proposal, ProposalContext, Usage
-from mlflow_autoresearch.specialists._edits import EditSession
+from mlflow_autoresearch._errors import BackendError, ModelUnavailable, UsageError
+from mlflow_autoresearch.specialists import _account as account
+from mlflow_autoresearch.specialists._base import Proposal, ProposalContext
+from mlflow_autoresearch.specialists._context import DEFAULT_WINDOW, Calibration
 from mlflow_autoresearch.specialists._pricing import PriceTable
-from mlflow_autoresearch.specialists._prompting import first_turn, message, system_prompt, tool_specs
-from mlflow_autoresearch.specialists._retry import RetryEvent, RetryPolicy, call_with_retries
-from mlflow_autoresearch.specialists._tools import ToolBox
+from mlflow_autoresearch.specialists._prompting import message
+from mlflow_autoresearch.specialists._providers import endpoint, make_client, provider_model, resolve_provider
+from mlflow_autoresearch.specialists._retry import RetryPolicy, call_with_retries
+from mlflow_autoresearch.specialists._session import Session, bounded_json
 from mlflow_autoresearch.specialists._tracing import proposal_trace
 
 logger = logging.getLogger(__name__)
 
-EPHEMERAL = {"type": "ephemeral"}
-LOCAL_SERVER_KEY = "no-key-for-local-server"
-TRANSCRIPT_CHARS = 400_000  # the JSON transcript, at most
-TRANSCRIPT_STRING = 20_000  # one string inside it, at first
+THINKING = ("auto", "off", "adaptive")  # or a budget in tokens
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+CACHE_TTLS = ("5m", "1h")
+STREAM_ABOVE = 16_000  # output tokens above which a call streams (the SDK refuses long non-streaming calls)
+CHECK_SECONDS = 60.0  # the most the backend check keeps retrying
+SAME_FIRST_TURN_ERRORS = 3
+
+__all__ = ["ClaudeSpecialist", "bounded_json"]
 
 
 class ClaudeSpecialist:
     """A specialist backed by Claude through the Messages API.  Thread-safe.
 
     Args:
-        model: model id, e.g. ``claude-sonnet-5-5``.
+        model: model id, e.g. ``claude-sonnet-5-5`` (Bedrock: ``anthropic.`` is prefixed when missing).
+        fallback_model: a model to start a proposal over on when ``model`` refuses it.
         max_turns: model calls per proposal before it is given up as invalid.
-        max_tokens: output tokens per call.
-        base_url: an Anthropic-compatible server; default ``ANTHROPIC_BASE_URL``, then the SDK's.
-        api_key: default: the SDK's resolution (``ANTHROPIC_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``,
-            profiles).  A ``base_url`` with no credentials at all sends a placeholder key.
+        max_tokens: output tokens per call (thinking included); raised once, to twice this, on a cut-off.
+        thinking: ``auto`` (the model's default), ``off``, ``adaptive``, or a budget in tokens (>= 1024).
+        effort: ``low`` … ``max`` (``output_config.effort``), or None for the model's default.
+        cache_ttl: prompt-cache lifetime, ``5m`` or ``1h`` (1-hour writes cost more, see the price table).
+        provider: ``auto``, ``anthropic``, ``bedrock``, ``vertex`` or ``foundry`` (see :mod:`._providers`).
+        base_url: an Anthropic-compatible server (or the provider's endpoint); default ``ANTHROPIC_BASE_URL``.
+        api_key: default: the SDK's resolution.  A ``base_url`` with no credentials sends a placeholder key.
+        provider_options: extra keyword arguments for the SDK client (e.g. ``aws_region``, ``access_token``).
         prices: overrides of the price table (see :class:`PriceTable`).
         retry: the retry policy; ``retry_seconds`` only sets its budget.
-        request_timeout: seconds for one HTTP request (then it is retried as a timeout).
+        request_timeout: seconds for one HTTP request to answer (then it is retried as a timeout).
+        connect_timeout: seconds to open the connection (short: a wrong address fails fast).
         tracing: trace model calls into MLflow when the store is an MLflow store.
         cache_turns: also mark the newest user turn for prompt caching (not only the prefix).
+        refusals_to_stop: refused proposals in a row after which :meth:`propose` raises BackendError.
+        context_window: the model's window in tokens [default: from the price table, else 200,000].
 
     Raises:
         UsageError: no credentials and no ``base_url``; a bad setting.
@@ -82,211 +110,222 @@ class ClaudeSpecialist:
         self,
         *,
         model: str = "claude-sonnet-5-5",
+        fallback_model: str | None = None,
         max_turns: int = 24,
-        max_tokens: int = 8000,
+        max_tokens: int = 16_000,
+        thinking: str | int = "auto",
+        effort: str | None = None,
+        cache_ttl: str = "5m",
+        provider: str = "auto",
         base_url: str | None = None,
         api_key: str | None = None,
+        provider_options: Mapping[str, Any] | None = None,
         prices: str | Mapping[str, Any] | PriceTable | None = None,
         retry: RetryPolicy | None = None,
         retry_seconds: float | None = None,
         request_timeout: float = 600.0,
+        connect_timeout: float = 10.0,
         tracing: bool = True,
         cache_turns: bool = True,
+        refusals_to_stop: int = 3,
+        context_window: int | None = None,
     ) -> None:
-        if max_turns < 1 or max_tokens < 1 or request_timeout <= 0:
-            raise UsageError(f"claude: max_turns ({max_turns}), max_tokens ({max_tokens}) and request_timeout "
-                             f"({request_timeout}) must be positive")
-        self.model = model
-        self.max_turns = max_turns
-        self.max_tokens = max_tokens
+        if max_turns < 1 or max_tokens < 1 or request_timeout <= 0 or connect_timeout <= 0 or refusals_to_stop < 1:
+            raise UsageError(f"claude: max_turns ({max_turns}), max_tokens ({max_tokens}), request_timeout "
+                             f"({request_timeout}), connect_timeout ({connect_timeout}) and refusals_to_stop "
+                             f"({refusals_to_stop}) must be positive")
+        self.thinking = _thinking(thinking, max_tokens)
+        if effort is not None and effort not in EFFORTS:
+            raise UsageError(f"--effort {effort!r}: expected one of {', '.join(EFFORTS)}")
+        if cache_ttl not in CACHE_TTLS:
+            raise UsageError(f"--cache-ttl {cache_ttl!r}: expected 5m or 1h")
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        self.provider = resolve_provider(provider, self.base_url)
+        self.model = provider_model(self.provider, model)
+        self.fallback_model = provider_model(self.provider, fallback_model) if fallback_model else None
+        self.max_turns, self.max_tokens, self.effort, self.cache_ttl = max_turns, max_tokens, effort, cache_ttl
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
         self.retry = retry or RetryPolicy()
         if retry_seconds is not None:
             self.retry = replace(self.retry, budget_seconds=retry_seconds)
-        self.tracing = tracing
-        self.cache_turns = cache_turns
+        self.tracing, self.cache_turns, self.refusals_to_stop = tracing, cache_turns, refusals_to_stop
+        self.context_window = context_window
+        self.calibration = Calibration()
         self._stop = threading.Event()
-        self.client = self._client(api_key, request_timeout)
+        self._lock = threading.Lock()
+        self._answered = False  # the endpoint has answered at least once (any HTTP status)
+        self._refusals: list[str] = []  # refused proposals in a row (their reasons)
+        self._first_turn_errors: list[str] = []  # the same 400 on first turns, in a row
+        timeout = anthropic.Timeout(request_timeout, connect=min(connect_timeout, request_timeout))
+        # The check's one-line answer comes quickly or not at all: a hung endpoint must not hold it for long.
+        self._check_timeout = anthropic.Timeout(min(request_timeout, CHECK_SECONDS / 2),
+                                                connect=min(connect_timeout, request_timeout))
+        self.client = make_client(self.provider, base_url=self.base_url, api_key=api_key, timeout=timeout,
+                                  options=dict(provider_options or {}))
+        self.endpoint = endpoint(self.client)
 
-    def _client(self, api_key: str | None, timeout: float) -> anthropic.Anthropic:
+    # ----- what a session asks of its owner -----------------------------------
+    def window(self, model: str) -> int:
+        price = self.prices.price(model)
+        return self.context_window or (price.context_window if price and price.context_window else DEFAULT_WINDOW)
+
+    def max_output(self, model: str) -> int:
+        price = self.prices.price(model)
+        return price.max_output if price and price.max_output else 64_000
+
+    def extras(self) -> dict[str, Any]:
+        """Request fields for thinking and effort (none when left to the model)."""
+        out: dict[str, Any] = {}
+        if self.thinking is not None:
+            out["thinking"] = self.thinking
+        if self.effort:
+            out["output_config"] = {"effort": self.effort}
+        return out
+
+    def cache_marker(self) -> dict[str, str]:
+        return {"type": "ephemeral", "ttl": "1h"} if self.cache_ttl == "1h" else {"type": "ephemeral"}
+
+    def create(self, request: dict[str, Any], on_retry=None) -> Any:
+        """One call with retries: streamed when the answer may be long."""
+        def once() -> Any:
+            if request["max_tokens"] > STREAM_ABOVE and self.provider != "bedrock":
+                with self.client.messages.stream(**request) as stream:
+                    return stream.get_final_message()
+            return self.client.messages.create(**request)
+
         try:
-            client = anthropic.Anthropic(api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout)
-            if client.api_key or client.auth_token or client.credentials:
-                return client
-            problem = "none found"
-        except anthropic.CredentialsError as e:  # e.g. a profile named but missing
-            problem = str(e)
-        if self.base_url:  # a local server usually wants no key; the SDK wants one to send
-            return anthropic.Anthropic(api_key=LOCAL_SERVER_KEY, base_url=self.base_url, max_retries=0,
-                                       timeout=timeout)
-        raise UsageError(f"agent 'claude' needs Anthropic credentials ({problem}): set ANTHROPIC_API_KEY (or "
-                         "ANTHROPIC_BASE_URL for a compatible local server), or use --agent offline")
+            response = call_with_retries(once, self.retry, on_retry=on_retry, stop=self._stop)
+        except ModelUnavailable as e:
+            self._never_answered(e)
+            raise
+        except anthropic.APIStatusError:
+            self._answered = True
+            raise
+        self._answered = True
+        return response
 
+    def count_tokens(self, request: dict[str, Any]) -> int:
+        fields = {k: request[k] for k in ("model", "system", "tools", "messages", "thinking") if k in request}
+        return self.client.messages.count_tokens(**fields, timeout=self._check_timeout).input_tokens
+
+    def account_error(self, e: anthropic.APIStatusError, model: str) -> BackendError | None:
+        return account.account_problem(e, model=model, provider=self.provider, endpoint=self.endpoint)
+
+    def _never_answered(self, e: ModelUnavailable) -> None:
+        if not e.answered and not self._answered:
+            raise BackendError(
+                f"the model endpoint {self.endpoint or self.provider} has never answered ({e})",
+                "check that the server runs and the address is right (ANTHROPIC_BASE_URL, --anthropic-base-url, "
+                "--provider), and the network or proxy between; --connect-timeout sets how long a connection "
+                "may take") from e
+
+    def first_turn_error(self, detail: str) -> None:
+        """The same 400 on first turns ``SAME_FIRST_TURN_ERRORS`` times in a row is the setup's fault."""
+        with self._lock:
+            if self._first_turn_errors and self._first_turn_errors[-1] != detail:
+                self._first_turn_errors.clear()
+            self._first_turn_errors.append(detail)
+            repeated = len(self._first_turn_errors) >= SAME_FIRST_TURN_ERRORS
+        if repeated:
+            raise BackendError(f"every proposal's first request was refused the same way ({detail})",
+                               "check --model, --thinking, --effort and --max-tokens against the model's "
+                               "documentation, and the recipe's knowledge notes for size")
+
+    def proposal_ended(self, refusal: str | None, first_turn_ok: bool) -> None:
+        with self._lock:
+            if refusal is None:
+                self._refusals.clear()
+            else:
+                self._refusals.append(refusal)
+            if first_turn_ok:
+                self._first_turn_errors.clear()
+
+    # ----- the public face -----------------------------------------------------
     def close(self) -> None:
         """Stop waiting on retries (they raise ModelUnavailable) and close the HTTP client."""
         self._stop.set()
         self.client.close()
+
+    def check(self, dollars: float | None = None) -> str:
+        """Check the endpoint, the credentials and the model with a one-line request; a summary line.
+
+        Also refuses a dollar budget for a model without a price.
+
+        Raises:
+            BackendError: what the loop would run into on its first proposal, with the fix.
+        """
+        for model in filter(None, (self.model, self.fallback_model)):
+            if dollars and not self.prices.knows(model):
+                raise BackendError(
+                    f"--dollars {dollars:g} is set but the price table (checked {self.prices.as_of}) has no price "
+                    f"for model {model!r}, so the budget could not see its spend",
+                    f"give its prices, e.g. --prices '{{\"{model}\": [3, 15]}}' (USD per million tokens in, out), "
+                    "or drop --dollars")
+        request = {"model": self.model, "max_tokens": 32, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": message("check")}]}]}
+        if isinstance(self.thinking, dict) and self.thinking.get("type") != "enabled":
+            request["thinking"] = self.thinking  # a manual budget cannot fit 32 tokens; the rest is checked
+        if self.effort:
+            request["output_config"] = {"effort": self.effort}
+        t0 = time.monotonic()
+        budget = replace(self.retry, budget_seconds=min(self.retry.budget_seconds, CHECK_SECONDS))
+        try:
+            response = call_with_retries(lambda: self.client.messages.create(**request, timeout=self._check_timeout),
+                                         budget, stop=self._stop)
+        except anthropic.APIStatusError as e:
+            self._answered = True
+            problem = self.account_error(e, self.model)
+            if problem is None:
+                problem = BackendError(f"the model API refused a one-line test request ({account.detail(e)})",
+                                       "check --model, --thinking, --effort and --max-tokens against the model's "
+                                       "documentation")
+            raise problem from e
+        except ModelUnavailable as e:
+            self._never_answered(e)
+            logger.warning("model API check: %s; the loop goes on and retries", e)
+            return f"{self.model} via {self.provider} at {self.endpoint}: not available now ({e})"
+        self._answered = True
+        u = response.usage
+        cost = self.prices.cost(self.model, u.input_tokens or 0, u.output_tokens or 0)
+        return (f"{self.model} via {self.provider} at {self.endpoint} answered in {time.monotonic() - t0:.1f} s "
+                f"(${cost:.4f})")
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         """One tool-use session.  See the module docstring for how it ends.
 
         Raises:
             ModelUnavailable: the API stayed down past the retry budget.
-            UsageError: credentials refused or model unknown.
+            BackendError: credentials, billing, model or endpoint refused; or refusals in a row.
         """
+        with self._lock:
+            refusals = list(self._refusals)
+        if len(refusals) >= self.refusals_to_stop:
+            raise BackendError(
+                f"the model refused {len(refusals)} proposals in a row; last: {refusals[-1]}",
+                "set --fallback-model to a model that accepts this work, reword the recipe's description, knowledge "
+                "notes or steering note, or use --agent offline")
         with proposal_trace(ctx, self.tracing) as trace:
-            proposal = _Session(self, ctx, trace.trace_id).run()
+            session = Session(self, ctx, trace.trace_id)
+            proposal = session.run()
             trace.finish({"hypothesis": proposal.hypothesis, "invalid_reason": proposal.invalid_reason,
-                          "usage": asdict(proposal.usage)})
+                          "usage": asdict(proposal.usage), "model": session.model,
+                          "stop_reasons": [e["stop_reason"] for e in session.events], "refusals": session.refusals})
         return proposal
 
 
-class _Session:
-    """The state of one proposal's conversation."""
-
-    def __init__(self, owner: ClaudeSpecialist, ctx: ProposalContext, trace_id: str | None) -> None:
-        self.o = owner
-        self.ctx = ctx
-        self.trace_id = trace_id
-        self.edits = EditSession(ctx.recipe, ctx.parent_files)
-        self.toolbox = ToolBox(ctx, self.edits)
-        self.system = [{"type": "text", "text": system_prompt(ctx), "cache_control": EPHEMERAL}]
-        self.tools = tool_specs()
-        self.tools[-1]["cache_control"] = EPHEMERAL
-        self.messages: list[dict[str, Any]] = [_user(first_turn(ctx))]
-        self.usage = Usage()
-        self.retries: list[RetryEvent] = []
-        self.turns = 0
-        self.started = time.monotonic()
-
-    def run(self) -> Proposal:
-        nudged = False
-        while self.turns < self.o.max_turns:
-            try:
-                response = self._call()
-            except anthropic.APIStatusError as e:
-                return self._refused(e)
-            blocks = [_block(b) for b in response.content]
-            if blocks:  # the API refuses an empty assistant turn; consecutive user turns are merged
-                self.messages.append({"role": "assistant", "content": blocks})
-            uses = [b for b in blocks if b["type"] == "tool_use"]
-            if uses:
-                results = []
-                for use in uses:
-                    result = self.toolbox.run(use["name"], use["input"])
-                    if self.toolbox.submission is not None:
-                        return self._finish("submitted")
-                    results.append({"type": "tool_result", "tool_use_id": use["id"], "content": result.text,
-                                    **({"is_error": True} if result.is_error else {})})
-                self.messages.append({"role": "user", "content": results})
-            elif response.stop_reason == "max_tokens":
-                self.messages.append(_user(message("nudge_max_tokens")))
-            elif not nudged:
-                nudged = True
-                self.messages.append(_user(message("nudge_no_submit")))
-            else:
-                return self._finish("no submit", "the model ended its turn twice without submitting")
-        return self._finish("max turns", f"max turns ({self.o.max_turns}) reached without a submit")
-
-    def _call(self) -> Any:
-        self.turns += 1
-        if self.o.cache_turns:
-            _mark_newest_turn(self.messages)
-        request = {"model": self.o.model, "max_tokens": self.o.max_tokens, "system": self.system,
-                   "tools": self.tools, "messages": self.messages}
-        response = call_with_retries(lambda: self.o.client.messages.create(**request), self.o.retry,
-                                     on_retry=self.retries.append, stop=self.o._stop)
-        u = response.usage
-        call = Usage(tokens_in=u.input_tokens or 0, tokens_out=u.output_tokens or 0,
-                     cache_read=getattr(u, "cache_read_input_tokens", None) or 0,
-                     cache_write=getattr(u, "cache_creation_input_tokens", None) or 0, calls=1)
-        call = replace(call, cost_usd=self.o.prices.cost(self.o.model, call.tokens_in, call.tokens_out,
-                                                         call.cache_read, call.cache_write))
-        self.usage = self.usage + call
-        if self.ctx.on_usage is not None:
-            self.ctx.on_usage(call)
-        return response
-
-    def _refused(self, e: anthropic.APIStatusError) -> Proposal:
-        detail = f"HTTP {e.status_code} {e.type or 'error'}: {e.api_message or e.message}"
-        if e.status_code in (401, 403):
-            raise UsageError(f"the model API refused the credentials ({detail}); check ANTHROPIC_API_KEY") from e
-        if e.status_code == 404:
-            raise UsageError(f"the model API does not know model {self.o.model!r} or this route ({detail}); "
-                             "check --model and ANTHROPIC_BASE_URL") from e
-        return self._finish("refused", f"the model API refused the request ({detail})")
-
-    def _finish(self, stop: str, invalid: str | None = None) -> Proposal:
-        sub = self.toolbox.submission
-        proposal = Proposal(
-            specialist=self.ctx.role.name,
-            hypothesis=sub.hypothesis if sub else self.toolbox.last_hypothesis,
-            files=self.edits.files,
-            expected_effect=sub.expected_effect if sub else "",
-            edits=tuple(self.edits.edits),
-            knobs=sub.knobs if sub else (),
-            backend=self.o.backend,
-            usage=self.usage,
-            transcript=self._transcript(stop, invalid),
-            invalid_reason=invalid,
-            trace_id=self.trace_id,
-        )
-        u = self.usage
-        logger.info("claude %s on %s: %s after %d turn(s), %d retries; tokens in %d (+%d cache read, +%d cache "
-                    "write), out %d; $%.4f", self.ctx.role.name, self.ctx.parent.short, invalid or "submitted",
-                    self.turns, len(self.retries), u.tokens_in, u.cache_read, u.cache_write, u.tokens_out, u.cost_usd)
-        return proposal
-
-    def _transcript(self, stop: str, invalid: str | None) -> str:
-        record = {
-            "backend": self.o.backend, "model": self.o.model, "role": self.ctx.role.name,
-            "parent": self.ctx.parent.run_id, "stop": stop, "invalid_reason": invalid, "turns": self.turns,
-            "seconds": round(time.monotonic() - self.started, 3), "usage": asdict(self.usage),
-            "retries": [asdict(r) for r in self.retries], "trace_id": self.trace_id,
-            "system": self.system[0]["text"], "tools": [t["name"] for t in self.tools], "messages": self.messages,
-        }
-        return bounded_json(record)
-
-
-def _user(text: str) -> dict[str, Any]:
-    return {"role": "user", "content": [{"type": "text", "text": text}]}
-
-
-def _block(b: Any) -> dict[str, Any]:
-    """A response content block as the dict we send back in the next request."""
-    if b.type == "text":
-        return {"type": "text", "text": b.text}
-    if b.type == "tool_use":
-        return {"type": "tool_use", "id": b.id, "name": b.name, "input": b.input}
-    return b.model_dump(mode="json", exclude_none=True)  # thinking blocks and the like: back unchanged
-
-
-def _mark_newest_turn(messages: list[dict[str, Any]]) -> None:
-    """One moving cache breakpoint on the newest user turn (the API allows four in all)."""
-    for m in messages:
-        if m["role"] == "user" and isinstance(m["content"], list):
-            for block in m["content"]:
-                block.pop("cache_control", None)
-    messages[-1]["content"][-1]["cache_control"] = EPHEMERAL
-
-
-def bounded_json(record: dict[str, Any], limit: int = TRANSCRIPT_CHARS) -> str:
-    """JSON of ``record`` in at most about ``limit`` characters: long strings are clipped, saying so."""
-    for cap in (TRANSCRIPT_STRING, 2_000, 300):
-        text = json.dumps(_clip(record, cap), indent=1, default=str)
-        if len(text) <= limit:
-            return text
-    messages = record.get("messages", [])
-    slim = {**record, "messages": messages[:1] + [{"omitted_messages": len(messages) - 5}] + messages[-4:]}
-    return json.dumps(_clip(slim, 300), indent=1, default=str)[:limit]
-
-
-def _clip(value: Any, cap: int) -> Any:
-    if isinstance(value, str):
-        return value if len(value) <= cap else value[:cap] + f"… [{len(value) - cap} characters clipped]"
-    if isinstance(value, dict):
-        return {k: _clip(v, cap) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clip(v, cap) for v in value]
-    return value
+def _thinking(value: str | int, max_tokens: int) -> dict[str, Any] | None:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    if text == "off":
+        return {"type": "disabled"}
+    if text == "adaptive":
+        return {"type": "adaptive"}
+    try:
+        budget = int(text)
+    except ValueError:
+        raise UsageError(f"--thinking {value!r}: expected auto, off, adaptive or a budget in tokens") from None
+    if not 1024 <= budget < max_tokens:
+        raise UsageError(f"--thinking {budget}: a thinking budget must be at least 1024 and below --max-tokens "
+                         f"({max_tokens}), since thinking counts against it")
+    return {"type": "enabled", "budget_tokens": budget}

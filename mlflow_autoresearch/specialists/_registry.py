@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,13 +34,18 @@ def _factories() -> dict[str, Callable[..., Any]]:
     return out
 
 
-def resolve_agent(agent: str) -> str:
-    """``auto`` means claude when an API key (or a base URL) is set, else offline."""
+def resolve_agent(agent: str, *, provider: str = "auto", base_url: str | None = None) -> str:
+    """``auto`` means claude when credentials of a provider or a base URL are set, else offline.
+
+    Credentials: ``ANTHROPIC_API_KEY``/``ANTHROPIC_AUTH_TOKEN``, ``ANTHROPIC_BASE_URL`` (or ``base_url``),
+    an explicit ``provider``, or the Bedrock/Vertex/Foundry variables of
+    :mod:`~mlflow_autoresearch.specialists._providers`.
+    """
     if agent != "auto":
         return agent
-    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
-        return "claude"
-    return "offline"
+    from mlflow_autoresearch.specialists._providers import has_credentials
+
+    return "claude" if has_credentials(provider, base_url) else "offline"
 
 
 def make_specialist(agent: str, **options: Any):

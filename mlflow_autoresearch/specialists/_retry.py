@@ -6,6 +6,10 @@ overloaded included), timeouts and connection failures.  Anything else is
 re-raised at once.  When the next wait would end past the budget, the call
 gives up with :class:`~mlflow_autoresearch._errors.ModelUnavailable`, so the
 loop can pause and try again later instead of crashing.
+
+A ``retry-after`` of 0 (or less, or unreadable) is no hint: the computed
+backoff applies, as in the SDK's own retry logic, so a server that says "0"
+is not hammered in a tight loop.
 """
 
 from __future__ import annotations
@@ -59,20 +63,24 @@ class RetryEvent:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Positive seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), else ``None``."""
     try:
-        if (ms := headers.get("retry-after-ms")) is not None:
-            return max(0.0, float(ms) / 1000)
+        if (ms := headers.get("retry-after-ms")) is not None and float(ms) > 0:
+            return float(ms) / 1000
     except ValueError:
         pass
     value = headers.get("retry-after")
-    if value is None:
+    if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return seconds if seconds > 0 else None
 
 
 def classify(e: BaseException) -> tuple[str, int | None, float | None] | None:
@@ -108,10 +116,12 @@ def call_with_retries(
     stop = stop or threading.Event()
     first_failure: float | None = None
     attempt = 0
+    answered = False  # any attempt got an HTTP answer
     while True:
         try:
             return fn()
         except anthropic.APIError as e:
+            answered = answered or isinstance(e, anthropic.APIStatusError)
             found = classify(e)
             if found is None:
                 raise
@@ -127,12 +137,13 @@ def call_with_retries(
                 raise ModelUnavailable(
                     f"the model API is unavailable: {problem}; {attempt + 1} attempt(s) over {waited:.1f} s, and "
                     f"the next wait ({wait:.1f} s) would pass the retry budget of {policy.budget_seconds:g} s",
-                    status=status, retry_after=hint, waited_seconds=waited) from e
+                    status=status, retry_after=hint, waited_seconds=waited, answered=answered) from e
             logger.warning("model API: %s; retry %d in %.2f s (%.1f s of the %g s retry budget used)",
                            problem, attempt + 1, wait, waited, policy.budget_seconds)
             if on_retry:
                 on_retry(event)
             if stop.wait(wait):
                 raise ModelUnavailable(f"stopped while waiting to retry the model API ({problem})",
-                                       status=status, retry_after=hint, waited_seconds=waited) from e
+                                       status=status, retry_after=hint, waited_seconds=waited,
+                                       answered=answered) from e
             attempt += 1

@@ -1,19 +1,24 @@
-"""Protected: FineWeb-Edu tokens, the CORE task bundle, and tiny generated stand-ins.
+"""Protected: ClimbMix tokens, the CORE task bundle, and tiny generated stand-ins.
 
 Real data, prepared once into ``$AUTORESEARCH_DATA_DIR/nanochat`` (default
 ``/var/tmp/autoresearch-data``) by ``python data.py`` on a machine with network
 access (needs ``pyarrow``, ``tokenizers`` and ``pyyaml`` there; trials need only
 numpy):
 
-1. FineWeb-Edu parquet shards (``karpathy/fineweb-edu-100b-shuffle``);
-2. a byte-level BPE tokenizer trained on their first characters (GPT-4 style
-   split pattern, ``<|bos|>`` = id 0), as nanochat does;
-3. every document tokenized, BOS-prefixed, into ``train_*.bin`` and
-   ``val.bin`` (the last shard) in the shared token-shard format;
+1. ClimbMix parquet shards (``karpathy/climbmix-400b-shuffle``, the data of
+   current nanochat): ``TRAIN_SHARDS`` from the start and the last shard of
+   the set (``shard_06542``) for validation, as nanochat splits it;
+2. a byte-level BPE tokenizer of 32,768 tokens trained on their first
+   characters (GPT-4 style split pattern, ``<|bos|>`` = id 0), as nanochat does;
+3. every document tokenized, BOS-prefixed, into ``train/train_*.bin`` and
+   ``eval/val.bin`` in the shared token-shard format;
 4. the DCLM CORE eval bundle (``core.yaml``, ``eval_meta_data.csv``, jsonl
    tasks), rendered with few-shot examples as nanochat renders them and
-   tokenized into ``core.npz``: for every example, one token sequence per
+   tokenized into ``eval/core.npz``: for every example, one token sequence per
    candidate and the span [start, end) to score.
+
+Training reads ``train/`` only; ``eval/`` (validation tokens, CORE tasks with
+their gold answers) is for the protected evaluation.
 
 Tiny data (``tiny=True``): a 256-token Markov language and four generated
 tasks of the same kinds (multiple choice, schema, language modelling) in the
@@ -37,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-SHARD_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_{:05d}.parquet"
+SHARD_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main/shard_{:05d}.parquet"
 BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 DEFAULT_DATA_DIR = "/var/tmp/autoresearch-data"
-PARQUET_SHARDS = 8  # downloaded shards (about 250M characters each); the last one is validation
-VOCAB_SIZE = 65_536  # tokenizer vocabulary (ids fit uint16)
+TRAIN_SHARDS = 40  # training parquet shards; d12's horizon is 1.32B tokens (check the count data.py prints)
+VAL_SHARD = 6542  # the last ClimbMix shard: nanochat's validation split
+VOCAB_SIZE = 32_768  # tokenizer vocabulary, 2**15 as nanochat's tok_train (ids fit uint16)
 TOKENIZER_CHARS = 2_000_000_000  # characters the tokenizer is trained on
 MAX_PER_TASK = 500  # CORE examples kept per task (shuffled with seed 1337, as nanochat)
 MAX_SEQ_LEN = 2048  # candidates longer than this are cropped from the left
@@ -304,16 +310,17 @@ def train_tokenizer(texts, vocab_size: int = VOCAB_SIZE, max_chars: int = TOKENI
     return tok
 
 
-def prepare(root: Path | None = None, shards: int = PARQUET_SHARDS, shard_url: str | None = None,
+def prepare(root: Path | None = None, shards: int = TRAIN_SHARDS, shard_url: str | None = None,
             bundle_url: str | None = None, vocab_size: int = VOCAB_SIZE, tokenizer_chars: int = TOKENIZER_CHARS,
-            max_per_task: int = MAX_PER_TASK) -> Path:
+            max_per_task: int = MAX_PER_TASK, val_shard: int = VAL_SHARD) -> Path:
     """Download, train the tokenizer, tokenize the shards and the CORE bundle (idempotent)."""
     from tokenizers import Tokenizer
 
     root, shard_url, bundle_url = root or data_dir(), shard_url or SHARD_URL, bundle_url or BUNDLE_URL
     raw = root / "raw"
-    parquet = [raw / f"shard_{i:05d}.parquet" for i in range(shards)]
-    for i, p in enumerate(parquet):
+    ids = [*range(shards), val_shard]
+    parquet = [raw / f"shard_{i:05d}.parquet" for i in ids]
+    for i, p in zip(ids, parquet, strict=True):
         if not p.is_file():
             fetch(shard_url.format(i), p)
     tok_path = root / "tokenizer.json"
@@ -324,8 +331,10 @@ def prepare(root: Path | None = None, shards: int = PARQUET_SHARDS, shard_url: s
     def encode(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False).ids
 
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    (root / "eval").mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(parquet):
-        out = root / ("val.bin" if i == len(parquet) - 1 else f"train_{i:05d}.bin")
+        out = root / ("eval/val.bin" if i == len(parquet) - 1 else f"train/train_{i:05d}.bin")
         if out.is_file():
             continue
         docs: list[np.ndarray] = []  # one small array per document: ~2 bytes per token in memory
@@ -337,23 +346,26 @@ def prepare(root: Path | None = None, shards: int = PARQUET_SHARDS, shard_url: s
                 docs += [np.array([BOS, *e.ids], dtype=np.uint16) for e in tok.encode_batch(batch, add_special_tokens=False)]
                 batch = []
         write_shard(out, np.concatenate(docs))
-    if not (root / "core.npz").is_file():
+    if not (root / "eval" / "core.npz").is_file():
         archive = fetch(bundle_url, raw / "eval_bundle.zip")
         with zipfile.ZipFile(archive) as z:
             z.extractall(raw)
-        pack_tasks(render_bundle(raw / "eval_bundle", encode, max_per_task), root / "core.npz")
-    for p in [root, *root.iterdir()]:
+        pack_tasks(render_bundle(raw / "eval_bundle", encode, max_per_task), root / "eval" / "core.npz")
+    for p in [root, *root.iterdir(), *(root / "train").iterdir(), *(root / "eval").iterdir()]:
         p.chmod(0o755 if p.is_dir() else 0o644)
+    n = sum(len(read_shard(t)) for t in (root / "train").glob("train_*.bin"))
+    print(f"training tokens: {n:,} (d12 at 12 tokens per scaling parameter needs 1,321,205,760)")
     return root
 
 
 # ----- public face --------------------------------------------------------------
 
-def _ensure(what: str) -> Path:
+def _ensure(what: str, needed: tuple[str, ...]) -> Path:
+    """The prepared folder, when the files one step needs are there (training never needs eval/)."""
     root = data_dir()
-    if not (root / "core.npz").is_file() or not (root / "val.bin").is_file() or not list(root.glob("train_*.bin")):
+    if not all(list(root.glob(pattern)) for pattern in needed):
         raise DataUnavailable(
-            f"{what}: the prepared FineWeb-Edu tokens and CORE tasks are not in {root}. Trials run without "
+            f"{what}: the prepared ClimbMix tokens and CORE tasks are not in {root}. Trials run without "
             f"network: run `python data.py` once on a machine with network access (it downloads the shards "
             f"and the eval bundle and trains the tokenizer; AUTORESEARCH_DATA_DIR chooses the parent folder).")
     return root
@@ -362,11 +374,11 @@ def _ensure(what: str) -> Path:
 def train_shards(tiny: bool = False) -> list[np.ndarray]:
     if tiny:
         return [_tiny_stream(TINY_TRAIN_TOKENS, seed=1)]
-    return [read_shard(p) for p in sorted(_ensure("training").glob("train_*.bin"))]
+    return [read_shard(p) for p in sorted((_ensure("training", ("train/train_*.bin",)) / "train").glob("train_*.bin"))]
 
 
 def val_tokens(tiny: bool = False) -> np.ndarray:
-    return _tiny_stream(TINY_VAL_TOKENS, seed=2) if tiny else read_shard(_ensure("validation") / "val.bin")
+    return _tiny_stream(TINY_VAL_TOKENS, seed=2) if tiny else read_shard(_ensure("validation", ("eval/val.bin",)) / "eval" / "val.bin")
 
 
 def core_tasks(tiny: bool = False) -> list[Task]:
@@ -375,7 +387,7 @@ def core_tasks(tiny: bool = False) -> list[Task]:
         pack_tasks(_tiny_tasks(), buf)  # the same packing as the real tasks
         buf.seek(0)
         return unpack_tasks(buf)
-    return unpack_tasks(_ensure("CORE evaluation") / "core.npz")
+    return unpack_tasks(_ensure("CORE evaluation", ("eval/core.npz",)) / "eval" / "core.npz")
 
 
 def vocab_size(tiny: bool = False) -> int:
@@ -383,8 +395,8 @@ def vocab_size(tiny: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Prepare FineWeb-Edu tokens and CORE tasks for nanochat-d12.")
-    ap.add_argument("--shards", type=int, default=PARQUET_SHARDS)
+    ap = argparse.ArgumentParser(description="Prepare ClimbMix tokens and CORE tasks for nanochat-d12.")
+    ap.add_argument("--shards", type=int, default=TRAIN_SHARDS, help="training parquet shards")
     args = ap.parse_args()
     try:
         print(f"nanochat data prepared in {prepare(shards=args.shards)}")

@@ -57,6 +57,15 @@ def test_loop_through_mlflow_projects(toy_recipe, mlflow_store):
     run = mlflow_store.client.get_run(trials[1].run_id)
     assert run.data.tags.get("mlflow.project.backend") == "local"  # evaluated by the project entry point
     assert run.info.status == "FINISHED" and S.NOTE in run.data.tags
+    # The scripted first move is a regression: with the noise not measured yet (one seed), it is confirmed
+    # on paired seeds, each a confirmation run through the same entry point, and discarded on them.
+    assert trials[1].decision == "discard" and trials[1].evidence["rule"] == "paired"
+    confirms = mlflow_store.client.search_runs([mlflow_store.experiment_id], "tags.`autoresearch.kind` = 'confirm'")
+    assert len(confirms) == trials[1].metrics["confirm_runs"] == 2 * len(trials[1].evidence["pairs"]) >= 4
+    for c in confirms:
+        assert c.data.tags[S.PARENT_RUN] == trials[1].run_id and c.info.status == "FINISHED"
+        assert c.data.tags.get("mlflow.project.backend") == "local" and c.data.tags[S.OUTCOME] == "ok"
+    assert {c.data.tags[S.MEASURES] for c in confirms} == {t.run_id for t in trials}
 
 
 def test_kept_trial_with_knobs_gets_a_sweep(toy_recipe, mlflow_store, tmp_path):

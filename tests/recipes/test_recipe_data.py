@@ -99,28 +99,38 @@ def test_cifar_without_cache_or_network_says_what_to_do(tmp_path, monkeypatch):
 def test_parameter_golf_shards_tokenizer_and_byte_counts(served, tmp_path, monkeypatch):
     www, url = served
     data = load_module(RECIPES / "parameter-golf" / "data.py", "golf_data_real")
+    info = data.variant_info("sp8192")
+    assert (info["dataset"], info["tokenizer"]) == ("fineweb10B_sp8192", "fineweb_8192_bpe.model")
     pieces = [("<unk>", data.UNKNOWN), ("<s>", data.CONTROL), ("</s>", data.CONTROL)]
     pieces += [(f"<0x{b:02X}>", data.BYTE) for b in range(256)]
     pieces += [("\u2581the", data.NORMAL), ("re", data.NORMAL), ("\u2581\u00e9", data.NORMAL)]
+    pieces += [(f"p{i}", data.NORMAL) for i in range(8192 - len(pieces))]
     (www / "tokenizers").mkdir()
-    data.write_pieces(www / "tokenizers" / data.TOKENIZER, pieces)
-    shards = www / "datasets" / data.DATASET
+    data.write_pieces(www / "tokenizers" / info["tokenizer"], pieces)
+    shards = www / "datasets" / info["dataset"]
     shards.mkdir(parents=True)
     rng = np.random.default_rng(1)
     made = {name: rng.integers(0, len(pieces), size=n, dtype=np.uint16)
-            for name, n in (("fineweb_val_000000.bin", 500), ("fineweb_train_000000.bin", 700),
-                            ("fineweb_train_000001.bin", 300))}
+            for name, n in (("fineweb_val_000000.bin", 500), ("fineweb_train_000001.bin", 700),
+                            ("fineweb_train_000002.bin", 300), ("fineweb_train_000003.bin", 10))}
     for name, tokens in made.items():
         data.write_shard(shards / name, tokens)
     monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(tmp_path / "cache"))
-    data.prepare(train_shards=2, base_url=url)
+    with pytest.raises(ValueError, match="has 80 train shards"):
+        data.prepare("sp8192", train_shards=81, base_url=url)
+    root = data.prepare("sp8192", train_shards=2, base_url=url)  # the challenge's numbering starts at 1
     for p in list(www.rglob("*.bin")):
         p.unlink()  # from here on, only the cache
-    assert data.tokenizer_pieces() == pieces
-    train = data.train_shards()
+    # each step's part in its own folder: training never needs the val or tokenizer folder
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "tokenizer/fineweb_8192_bpe.model", "train/fineweb_train_000001.bin", "train/fineweb_train_000002.bin",
+        "val/fineweb_val_000000.bin"]
+    assert root == tmp_path / "cache" / "parameter-golf" / "sp8192"
+    assert data.tokenizer_pieces("sp8192") == pieces
+    train = data.train_shards("sp8192")
     assert [len(s) for s in train] == [700, 300]
-    assert np.array_equal(train[1], made["fineweb_train_000001.bin"])
-    assert np.array_equal(data.val_tokens(), made["fineweb_val_000000.bin"])
+    assert np.array_equal(train[1], made["fineweb_train_000002.bin"])
+    assert np.array_equal(data.val_tokens("sp8192"), made["fineweb_val_000000.bin"])
     # "<s> ▁the re ▁é ." is the text "there é.": 9 UTF-8 bytes; no space after the boundary token
     ids = np.array([1, 259, 260, 261, 3 + ord(".")])
     assert data.count_bytes(ids[:-1], ids[1:], data.byte_luts(pieces)) == len("there \u00e9.".encode()) == 9
@@ -132,11 +142,19 @@ def test_parameter_golf_bad_shard_and_offline_errors(tmp_path, monkeypatch):
     bad.write_bytes(b"\0" * 2048)
     with pytest.raises(ValueError, match="bad header"):
         data.read_shard(bad)
+    short = tmp_path / "short.bin"
+    data.write_shard(short, np.arange(100, dtype=np.uint16))
+    short.write_bytes(short.read_bytes()[:-2])  # one token missing: the size no longer matches the header
+    with pytest.raises(ValueError, match="the header says"):
+        data.read_shard(short)
     monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(data, "BASE_URL", CLOSED)
-    with pytest.raises(data.DataUnavailable) as e:
-        data.train_shards()
-    assert "python data.py --train-shards" in str(e.value) and "could not be fetched" in str(e.value)
+    monkeypatch.setattr(data, "HF", CLOSED + "/{repo}")
+    for variant in ("sp1024", "sp8192"):
+        with pytest.raises(data.DataUnavailable) as e:
+            data.train_shards(variant)
+        assert f"python data.py --variant {variant} --train-shards" in str(e.value)
+        assert "could not be fetched" in str(e.value) and str(tmp_path / "empty") in str(e.value)
+    assert not list((tmp_path / "empty").rglob("*.bin")), "nothing half-downloaded is left behind"
 
 
 # ----- nanochat ------------------------------------------------------------------
@@ -177,9 +195,12 @@ def test_nanochat_prepare_downloads_trains_a_tokenizer_and_renders_core_tasks(se
     monkeypatch.setenv("AUTORESEARCH_DATA_DIR", str(tmp_path / "cache"))
     with pytest.raises(data.DataUnavailable, match="python data.py"):
         data.train_shards()
-    root = data.prepare(shards=3, shard_url=f"{url}/shard_{{:05d}}.parquet", bundle_url=f"{url}/eval_bundle.zip",
-                        vocab_size=300, tokenizer_chars=100_000)
-    assert sorted(p.name for p in root.glob("*.bin")) == ["train_00000.bin", "train_00001.bin", "val.bin"]
+    root = data.prepare(shards=2, val_shard=2, shard_url=f"{url}/shard_{{:05d}}.parquet",
+                        bundle_url=f"{url}/eval_bundle.zip", vocab_size=300, tokenizer_chars=100_000)
+    # training's files apart from the protected evaluation's (validation tokens, CORE tasks with gold answers)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.bin")) == [
+        "eval/val.bin", "train/train_00000.bin", "train/train_00001.bin"]
+    assert (root / "eval" / "core.npz").is_file() and not list((root / "train").glob("*.npz"))
     train, val = data.train_shards(), data.val_tokens()
     assert all(s[0] == data.BOS for s in train) and (val == data.BOS).sum() == 40  # one BOS per document
     assert max(int(s.max()) for s in train) < 300
@@ -195,6 +216,10 @@ def test_nanochat_prepare_downloads_trains_a_tokenizer_and_renders_core_tasks(se
         assert all(np.array_equal(c[: len(prefix)], prefix) for c in cands)  # the scored span is the answer
     (cands, spans, gold), = tasks["pronoun"].examples
     assert gold == 0 and len({b - a for a, b in spans}) == 1  # the same continuation after each context
+    (root / "eval").rename(tmp_path / "sealed")  # what training sees when the evaluation data is sealed
+    assert len(data.train_shards()) == 2
+    with pytest.raises(data.DataUnavailable, match="python data.py"):
+        data.core_tasks()
 
 
 def test_nanochat_rendering_follows_nanochat_templates(tmp_path):

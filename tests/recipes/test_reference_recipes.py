@@ -83,7 +83,7 @@ def test_cifar_tiny_score_is_the_evaluators_clock_and_the_gate_holds_over_seeds(
     (gate,) = ev.gates
     assert gate.passed and gate.observed >= 0.9 and gate.observed == ev.metrics["accuracy"]
     assert all(0.9 <= m["accuracy"] <= 1.0 for m in ev.seed_metrics)
-    code = (recipe.root / "airbench96.py").stat().st_size
+    code = (recipe.root / recipe.editable[0]).stat().st_size
     assert ev.artifact_bytes > code  # code + model.pt
 
 
@@ -92,7 +92,8 @@ def test_parameter_golf_tiny_scores_bits_per_byte_below_uniform_and_counts_code_
     recipe, ev = tiny("parameter-golf")
     assert ev.outcome is Outcome.OK, ev.reason + ev.error_tail
     data = load_module(recipe.root / "data.py", "golf_data")
-    pieces, val = data.tokenizer_pieces(True), data.val_tokens(True)
+    assert "--tokenizer sp8192" in recipe.evaluate and "--stride 32" in recipe.evaluate  # sliding, as the real one
+    pieces, val = data.tokenizer_pieces("sp8192", True), data.val_tokens("sp8192", True)
     n_bytes = data.count_bytes(val[:-1].astype(int), val[1:].astype(int), data.byte_luts(pieces))
     uniform_bpb = (len(val) - 1) * math.log2(len(pieces)) / n_bytes
     assert 0 < ev.score < 0.75 * uniform_bpb, "the model learned the generated text"
@@ -122,6 +123,7 @@ def _size_recipe(tmp_path: Path) -> Path:
         "import os\n"
         f"LIMIT = {golf.limits.artifact_bytes}  # decimal bytes\n"
         "OVER = 0  # bytes beyond the limit\n"
+        "# naïve: the challenge counts len(code.encode('utf-8')), bytes, not characters\n"
         "size = LIMIT - os.path.getsize(__file__) + OVER\n"
         "with open('final_model.ptz', 'wb') as f:\n"
         "    f.write(b'\\0' * size)\n"
@@ -137,6 +139,8 @@ def _size_recipe(tmp_path: Path) -> Path:
 def test_parameter_golf_size_rule_exactly_at_the_limit_passes_one_byte_over_fails(tmp_path):
     root = _size_recipe(tmp_path)
     recipe = load_recipe(root)
+    code = (root / "train_gpt.py").read_text()
+    assert len(code.encode("utf-8")) > len(code)  # a multi-byte character: bytes are what count
     at = evaluate_code(recipe, root)
     assert at.outcome is Outcome.OK and at.artifact_bytes == 16_000_000
     over = tmp_path / "over"
@@ -153,8 +157,10 @@ def test_parameter_golf_protected_evaluation_rejects_a_model_that_sees_the_futur
     trial = tmp_path / "trial"
     shutil.copytree(recipe.root, trial)
     code = (recipe.root / "train_gpt.py").read_text()
-    assert "is_causal=True" in code
-    (trial / "train_gpt.py").write_text(code.replace("is_causal=True", "is_causal=False"))
+    assert "is_causal=True" in code and "MAX_STEPS=60," in code
+    # a few steps are enough: the causality check looks at the exported graph, not at how well it learned
+    (trial / "train_gpt.py").write_text(code.replace("is_causal=True", "is_causal=False")
+                                        .replace("MAX_STEPS=60,", "MAX_STEPS=4,"))
     ev = evaluate_code(recipe, trial)
     assert ev.outcome is Outcome.CRASHED and "protected evaluation" in ev.reason
     assert "not causal" in ev.error_tail and ev.score is None

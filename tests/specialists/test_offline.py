@@ -218,7 +218,7 @@ def main():
 
 def test_catalogue_respects_what_the_code_says_is_fixed():
     """parameter-golf: VOCAB_SIZE 'must match the tokenizer'; COMPILE is off only in the CPU profile on purpose."""
-    recipe = load_recipe(ROOT / "recipes" / "parameter-golf")
+    recipe = load_recipe(ROOT / "recipes" / "parameter-golf", "naive-baseline")  # the 9 x 512 int8 script
     found = candidates(Source(recipe, recipe_files(recipe)))
     changed = {label for c in found for label, _, _ in c.changes}
     assert not {"VOCAB_SIZE", "TINY.VOCAB_SIZE"} & changed
@@ -253,12 +253,12 @@ def test_every_role_of_a_recipe_gets_a_proposal(name):
 
 
 def test_quant_role_spends_the_bytes_it_saves():
-    recipe = load_recipe(ROOT / "recipes" / "parameter-golf")
+    recipe = load_recipe(ROOT / "recipes" / "parameter-golf", "naive-baseline")  # int8 export: int6 frees bytes
     store = InMemoryStore()
     base = record(store, recipe, recipe_files(recipe), specialist="baseline", hypothesis="baseline",
                   decision="baseline", metrics={"val_bpb": 1.25})
     p = OfflineSpecialist().propose(ctx_for(recipe, store, base, "quant"))
-    text = p.files["train_gpt.py"].decode()
+    text = p.files["naive_baseline.py"].decode()
     assert p.hypothesis.startswith("int6-levels: quantize to 63 levels")
     assert "torch.clamp(torch.round(w / scale[:, None]), -31, 31)" in text and "clip / 31.0" in text
     assert "NUM_LAYERS 9 -> 10" in p.hypothesis and re.search(r"^NUM_LAYERS = 10\b", text, re.M)
