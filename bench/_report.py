@@ -78,6 +78,15 @@ def summary(results: dict) -> list[str]:
         lines.append(f"| 7 | {d['recipe']} baseline, one seed, evaluator clock | {_s(d['eval_train_s'])} "
                      f"(direct {_s(d['direct_train_s'])}) | a few seconds on 2 cores (taken as <= "
                      f"{d['target_s']:g} s) | {_met(d['meets_target'])} |")
+    bk = results.get("backends")
+    if isinstance(bk, dict) and "rows" in bk:
+        by = {r["backend"]: r for r in bk["rows"]}
+        if "slurm" in by and "local" in by:
+            sl_, lo = by["slurm"], by["local"]
+            lines.append(f"| 8 | slot time per trial, SLURM (one-node, 127.0.0.1) vs local backend, {sl_['slots']} slots, "
+                         f"same run | {_s(sl_['slot_s'])} vs {_s(lo['slot_s'])} (sbatch {_s(sl_.get('sbatch_s'), 2)}, "
+                         f"queue {_s(sl_.get('queue_s'), 2)}, end seen {_s(sl_.get('end_seen_s'), 2)}) | none set "
+                         "(issue 18 asks for the pair) | — |")
     return lines + [""]
 
 
@@ -203,6 +212,38 @@ def slots_section(results: dict) -> list[str]:
               "local SQLite store, a burst of proposals finishing together exhausted MLflow's connection pool "
               "(5 + 10; creating a run takes two) and failed after 30 s; the store now bounds its calls to one "
               "SQLite file (commit aaa8f9b).", ""]
+    return lines
+
+
+def backends_section(results: dict) -> list[str]:
+    lines = ["## 8. Slot utilization through the local backend and through SLURM", ""]
+    b = results.get("backends")
+    failed = _failed("backends", b)
+    if failed:
+        return lines + failed
+    lines += [
+        f"`python -m bench.backend_slots`: the real loop on a local SQLite store, a no-op recipe whose training "
+        f"sleeps {b['sleep_s']:g} s, an instant specialist, {b['slots']} evaluations at once, {b['trials']} trials "
+        "per backend after the baseline, each evaluation submitted through `mlflow.projects.run`: `--backend "
+        "local` (a process per trial) and `--backend slurm` on a one-node SLURM on 127.0.0.1 "
+        f"(`mlflow_autoresearch.slurm.local`, squeue polled every {b['poll_seconds']:g} s), both loops at the "
+        "same time in one process, so that both see the same load. **Slot time** = submit to result; **evaluator** = the evaluator's own clock "
+        "(`total_seconds`); **overhead** = the difference (process start, imports, code download, recording; "
+        "for SLURM also sbatch, the queue, job start and the poll that sees the end). Medians per trial.",
+        "",
+        "| backend | slots | trials | slot time | evaluator | overhead per trial | sbatch call | queue wait "
+        "(submit to start) | job end seen after | steady | whole run | outcomes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in b["rows"]:
+        lines.append(f"| {r['backend']} | {r['slots']} | {r['trials']} | {_s(r['slot_s'])} | {_s(r['evaluator_s'])} "
+                     f"| {_s(r['overhead_s'])} | {_s(r.get('sbatch_s'))} | "
+                     f"{_s(r.get('queue_s'), 2) if r['backend'] == 'slurm' else '—'} | {_s(r.get('end_seen_s'), 2)} | "
+                     f"{_pct(r['steady'])} | "
+                     f"{_pct(r['whole'])} | {', '.join(f'{k} {v}' for k, v in sorted(r['outcomes'].items()))} |")
+    if b.get("slurm_missing"):
+        lines += ["", f"No SLURM row: {b['slurm_missing']}."]
+    lines.append("")
     return lines
 
 
@@ -340,5 +381,6 @@ def render(results: dict) -> str:
         "",
     ]
     body = (summary(results) + loop_section(results) + evaluator_section(results) + slots_section(results)
-            + views_section(results) + yield_section(results) + acceptance_section(results) + findings(results))
+            + views_section(results) + yield_section(results) + acceptance_section(results)
+            + backends_section(results) + findings(results))
     return "\n".join(head + body).rstrip() + "\n"

@@ -32,6 +32,7 @@ if __package__ in (None, ""):
 # lineage_views: the lineage-views benchmark, by its own author, called as is
 from bench import (  # noqa: E402
     acceptance,
+    backend_slots,
     evaluator_overhead,
     lineage_views,
     loop_overhead,
@@ -42,6 +43,8 @@ from bench._common import ROOT, in_folder, machine, sqlite_store, start_server  
 from bench._report import render  # noqa: E402
 
 BENCHMARKS = ("loop", "evaluator", "slots", "views", "yield", "acceptance")
+# Not in the tiny run of the test suite (tests/cluster/test_slurm.py runs the same path for real).
+EXTRA = ("backends",)
 
 
 class Sizes:
@@ -71,6 +74,8 @@ class Sizes:
         self.yield_trials = 1 if tiny else args.yield_trials
         self.yield_seeds = (0,) if tiny else tuple(int(s) for s in args.yield_seeds.split(","))
         self.yield_methods = tuple(m for m in args.yield_methods.split(",") if m) + tuple(args.agent)
+        self.backend_sleep = 0.5 if tiny else 3.0
+        self.backend_trials = 2 if tiny else 6
 
 
 def _guard(results: dict, key: str, fn, log) -> None:
@@ -125,6 +130,9 @@ def run_all(tiny: bool = False, only: tuple[str, ...] = BENCHMARKS, out: Path | 
                 _guard(results, "yield", lambda: search_yield.measure(
                     recipe_dir, profile, sizes.yield_trials, sizes.yield_seeds, sizes.yield_methods,
                     work=work / "yield", log=log), log)
+            if "backends" in only:
+                _guard(results, "backends", lambda: backend_slots.measure(
+                    sizes.backend_sleep, 2, sizes.backend_trials, log=log, work=work / "backends"), log)
     finally:
         if own_server is not None:
             own_server.stop()
@@ -168,7 +176,8 @@ def _loop(sizes: Sizes, work: Path, server, log) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="toy sizes (what the test suite runs); no real figures")
-    ap.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: " + ", ".join(BENCHMARKS))
+    ap.add_argument("--only", default=",".join(BENCHMARKS + EXTRA),
+                    help="comma-separated: " + ", ".join(BENCHMARKS + EXTRA))
     ap.add_argument("--out", type=Path, default=None,
                     help="markdown to write (default docs/benchmarks.md; with --tiny, nothing unless given)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
@@ -186,9 +195,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     only = tuple(b for b in args.only.split(",") if b)
-    unknown = set(only) - set(BENCHMARKS)
+    unknown = set(only) - set(BENCHMARKS + EXTRA)
     if unknown:
-        raise SystemExit(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+        raise SystemExit(f"unknown benchmark(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(BENCHMARKS + EXTRA)}")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if args.tiny and args.tiny_recipe is None:
         from bench._common import knob_recipe

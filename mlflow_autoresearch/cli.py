@@ -96,7 +96,8 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
               help="Specialist backend: offline, claude, auto (claude when ANTHROPIC_API_KEY is set), "
                    "or module:Factory [default: auto].")
 @click.option("--worker", default=None, help="Name of this loop; budgets count per worker [default: default].")
-@click.option("--slots", type=int, default=None, help="Evaluation slots [default: one per GPU, else 1].")
+@click.option("--slots", type=int, default=None,
+              help="Evaluation slots [default: one per GPU, else 1; with a cluster backend: jobs at once, default 1].")
 @click.option("--proposals-ahead", type=int, default=None, help="Proposals in flight beyond the slots.")
 @click.option("--wall-seconds", type=float, default=None, help="Stop after this wall clock.")
 @click.option("--dollars", type=float, default=None, help="Stop when the LLM spend reaches this.")
@@ -117,8 +118,10 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @click.option("--connect-timeout", type=float, default=None, help="Seconds to connect to the model API [default: 10].")
 @click.option("--prices", default=None, help='Model prices, JSON or a file: {"model": [usd per Mtok in, out]}.')
 @click.option("--in-process", is_flag=True, default=None, help="Evaluate in this process (no mlflow run).")
-@click.option("--backend", default=None, help="MLflow project backend for evaluations [default: local].")
-@click.option("--backend-config", default=None, help="Backend config file (e.g. for kubernetes).")
+@click.option("--backend", default=None,
+              help="MLflow project backend for evaluations: local, slurm, kubernetes, ... [default: local].")
+@click.option("--backend-config", default=None,
+              help="Backend config file (JSON; for slurm: partition, account, gpus, ... see docs/slurm.md).")
 @click.option("--project", default=None,
               help="MLflow project whose `evaluate` entry point runs trials [default: a generated local one; "
                    "for --backend kubernetes e.g. docs/cluster].")

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     agent: str = Field(default="auto", pattern=r"^(offline|claude|auto|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
                        description="offline, claude, auto, or module:Factory of a plug-in backend")
     worker: str = Field(default="default", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    slots: int | None = Field(default=None, ge=1, le=64, description="evaluation slots; default one per GPU, else 1")
+    slots: int | None = Field(default=None, ge=1, le=64, description="evaluation slots; default one per GPU, else 1; "
+                              "with a cluster backend (slurm, kubernetes) jobs at once, default 1")
     proposals_ahead: int = Field(default=1, ge=0, le=32, description="proposals in flight beyond the slots")
     wall_seconds: float | None = Field(default=None, gt=0)
     dollars: float | None = Field(default=None, gt=0, description="LLM spend budget in USD")

@@ -232,7 +232,7 @@ def recipe_of(trial: TrialRecord) -> Recipe:
     if not folder:
         raise StoreError(f"run {trial.run_id} has no {S.RECIPE_DIR} tag; pass the recipe folder explicitly")
     try:
-        return load_recipe(folder, trial.tags.get(S.PROFILE))
+        return load_recipe(folder, trial.tags.get(S.PROFILE) or None)
     except RecipeError as e:
         raise RecipeError(f"the recipe of run {trial.run_id} cannot be loaded (pass --recipe): {e}") from None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import HarnessError
 from mlflow_autoresearch.lineage import LineageStore, TrialRecord
+from mlflow_autoresearch.loop import _cluster
 from mlflow_autoresearch.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,23 @@ class Evaluations:
         self.leases = leases
         self._submit_lock = threading.Lock()
         self._active: dict[str, object] = {}
+        self._adopted: dict[str, object] = {}  # run id -> a SLURM job found queued or running at resume
+        self._slurm_config = _cluster.load_user_config(backend_config) if backend == "slurm" and not in_process else {}
+
+    @property
+    def on_cluster(self) -> bool:
+        return self.backend == "slurm" and not self.in_process
+
+    def adopt(self, trial: TrialRecord) -> str | None:
+        """At resume: when ``trial`` is still a queued or running job, remember it (run() waits on it
+        instead of submitting again) and say which job; else None."""
+        if not self.on_cluster:
+            return None
+        job = _cluster.live_job(trial.run_id, self.tracking_uri)
+        if job is None:
+            return None
+        self._adopted[trial.run_id] = job
+        return f"SLURM job {job.job_id} ({job.state.lower()})"
 
     def _project(self) -> str:
         if self.project_uri:
@@ -150,16 +168,33 @@ class Evaluations:
             self.leases.release(trial.run_id)
             self.store.set_tags(trial.run_id, {S.LEASE: lease_value(new_owner(pid=0), self.leases.seconds)})
 
-        ok = self._submit(trial.run_id, gpu)
+        submitted = self._start(trial.run_id, gpu)
+        ok = self._wait(trial.run_id, submitted)
         record = self.store.get(trial.run_id)
+        if record.outcome is None and getattr(submitted, "timed_out", False):
+            record = _cluster.record_time_limit(self.store, self.recipe, trial, submitted)
         if record.outcome is None:
+            if getattr(submitted, "cancelled", False) and self.leases:
+                self.leases.release(trial.run_id, expire=True)  # stopped by us: the next loop re-evaluates it
             raise HarnessError(f"evaluation of {trial.short} ended ({'ok' if ok else 'failed'}) without a result")
         return record
 
     def _submit(self, run_id: str, gpu: str | None) -> bool:
         """Run the ``evaluate`` entry point for ``run_id`` through the project backend; wait for it."""
+        return self._wait(run_id, self._start(run_id, gpu))
+
+    def _start(self, run_id: str, gpu: str | None):
+        """Submit ``run_id``'s evaluation (or find its job still queued or running); a SubmittedRun."""
         import mlflow.projects
 
+        submitted = self._adopted.pop(run_id, None)
+        if submitted is None and self.on_cluster:  # never a second job while one is queued or running
+            submitted = _cluster.live_job(run_id, self.tracking_uri)
+        if submitted is not None:
+            self._active[run_id] = submitted
+            return submitted
+        config = _cluster.job_config(self.recipe, self._slurm_config, run_id) if self.on_cluster \
+            else self.backend_config
         with self._submit_lock:  # the child inherits os.environ at submission: pin the slot's GPU
             saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH")}
             try:
@@ -173,7 +208,7 @@ class Evaluations:
                     self._project(), entry_point="evaluate",
                     parameters={"trial": run_id, "recipe": str(self.recipe.root)},
                     experiment_id=self.experiment_id, run_id=run_id, backend=self.backend,
-                    backend_config=self.backend_config, env_manager="local", synchronous=False,
+                    backend_config=config, env_manager="local", synchronous=False,
                 )
             finally:
                 for k, v in saved.items():
@@ -182,10 +217,19 @@ class Evaluations:
                     else:
                         os.environ[k] = v
             self._active[run_id] = submitted
+        return submitted
+
+    def _wait(self, run_id: str, submitted) -> bool:
+        """Wait for the submitted evaluation; one abandoned while waiting (an error, an interrupt) is cancelled."""
+        ended = False
         try:
-            return submitted.wait()
+            ok = submitted.wait()
+            ended = True
+            return ok
         finally:
             self._active.pop(run_id, None)
+            if not ended:
+                self._cancel(submitted)
 
     def measurer(self, gpu: str | None):
         """Confirmation seeds on the slot ``gpu``: in this process, or each through the project backend."""
@@ -208,9 +252,14 @@ class Evaluations:
 
         return measurer
 
+    @staticmethod
+    def _cancel(submitted) -> None:
+        try:
+            submitted.cancel()
+        except Exception as e:
+            logger.warning("could not cancel an evaluation: %s", e)
+
     def cancel_all(self) -> None:
-        for submitted in list(self._active.values()):
-            try:
-                submitted.cancel()
-            except Exception as e:
-                logger.warning("could not cancel an evaluation: %s", e)
+        """Cancel every evaluation in flight (local processes killed, SLURM jobs scancelled)."""
+        for submitted in [*self._active.values(), *self._adopted.values()]:
+            self._cancel(submitted)

@@ -29,7 +29,7 @@ from mlflow_autoresearch.evaluator import check_code
 from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
 from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
 from mlflow_autoresearch.loop._policy import Choice, Policy
-from mlflow_autoresearch.loop._slots import detect_slots
+from mlflow_autoresearch.loop._slots import detect_slots, job_slots
 from mlflow_autoresearch.outcome import Decision, Outcome
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.research import DUPLICATE_OF, Research, parse_arm
@@ -98,7 +98,7 @@ class Loop:
     def __init__(self, recipe: Recipe, settings: Settings, *, store: LineageStore | None = None,
                  specialist=None, echo: Echo | None = None) -> None:
         self.recipe, self.settings = recipe, settings
-        if settings.backend != "local" and not settings.project and not settings.in_process:
+        if settings.backend not in ("local", "slurm") and not settings.project and not settings.in_process:
             raise UsageError(f"--backend {settings.backend} needs --project: an MLflow project whose `evaluate` entry "
                              "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.echo = echo or (lambda m: logger.info("%s", m))
@@ -110,7 +110,9 @@ class Loop:
         self.agent = resolve_agent(settings.agent, provider=settings.provider, base_url=settings.anthropic_base_url) \
             if specialist is None else getattr(specialist, "backend", "custom")
         self.specialist = specialist or make_specialist(self.agent, **_backend_options(settings, self.agent))
-        self.slots = detect_slots(settings.slots)
+        # A cluster backend's slots are jobs at once (--slots), not this machine's GPUs.
+        self.slots = detect_slots(settings.slots) if settings.backend == "local" or settings.in_process \
+            else job_slots(settings.slots)
         self.owner = new_owner()
         self.research = Research(recipe, self.store, arm=arm, lessons_every=settings.lessons_every,
                                  lessons_from=tuple(settings.lessons_from),
@@ -181,6 +183,8 @@ class Loop:
             return base
         if base is not None and base.measured and lease_is_stale(base) and self._take_over(base):
             return self._evaluate(base, self.slots[0])  # a loop stopped between its facts and its decision
+        if (resumed := self._resume_baseline(base)) is not None:
+            return resumed
         if base is None and self.store.claim("baseline", self.owner):
             self.echo("baseline: scoring the recipe's own code "
                       f"({self.recipe.seeds} seed(s); this also measures the noise floor)")
@@ -200,8 +204,20 @@ class Loop:
             base = self.lineage().baseline
             if base is not None and base.finished:
                 return base
+            if (resumed := self._resume_baseline(base)) is not None:
+                return resumed
             if self._stop:
                 raise AutoresearchError("stopped while waiting for the baseline")
+
+    def _resume_baseline(self, base: TrialRecord | None) -> TrialRecord | None:
+        """A baseline a stopped loop left without facts: wait on its job if one still runs, else evaluate it."""
+        if base is None or base.measured or base.status != "RUNNING":
+            return None
+        job = self.evaluations.adopt(base)
+        if job is None and not (lease_is_stale(base) and self._take_over(base)):
+            return None
+        self.echo(f"baseline: left unfinished by a stopped loop; {'waiting for ' + job if job else 'evaluating it'}")
+        return self._evaluate(base, self.slots[0])
 
     def _stale_trials(self, lineage: Lineage) -> list[TrialRecord]:
         return [t for t in lineage.trials if t.status == "RUNNING" and t.outcome is None
@@ -343,6 +359,7 @@ class Loop:
             self._ensure_baseline()
             reason = self._main(start)
         finally:
+            self.evaluations.cancel_all()  # nothing is left queued or running when the loop leaves
             self.leases.close()
             self.research.close()
             self._restore_signals(old)
@@ -366,7 +383,10 @@ class Loop:
         waiting: set[str] = set()  # RUNNING trials another live process is evaluating
         for t in [t for t in lineage.trials if t.worker == self.settings.worker and t.specialist != BASELINE
                   and ((t.status == "RUNNING" and t.outcome is None) or (t.measured and t.decision is None))]:
-            if lease_is_stale(t) and self._take_over(t):
+            if t.outcome is None and (job := self.evaluations.adopt(t)):  # still a job on the cluster: wait for it
+                self.echo(f"resume: {t.short} is still {job}; waiting for it on a slot")
+                ready.append(t)
+            elif lease_is_stale(t) and self._take_over(t):
                 self.echo(f"resume: {t.short} was left running by a stopped loop; evaluating it again")
                 ready.append(t)
             else:

@@ -96,3 +96,14 @@ def detect_slots(requested: int | None = None) -> list[str | None]:
     if requested > len(gpus):
         logger.warning("%d slots on %d GPU(s): evaluations will share GPUs", requested, len(gpus))
     return [gpus[i % len(gpus)] for i in range(requested)]
+
+
+def job_slots(requested: int | None = None) -> list[str | None]:
+    """Slots for a cluster backend (slurm, kubernetes): ``--slots`` jobs at once, default 1.
+
+    The loop's own GPUs do not matter there: each job gets its GPUs from the
+    scheduler, so no slot pins ``CUDA_VISIBLE_DEVICES``.
+    """
+    if requested is not None and requested < 1:
+        raise UsageError(f"--slots must be at least 1, got {requested}")
+    return [None] * (requested or 1)
