@@ -33,14 +33,16 @@ def test_evaluated_trial_code_and_logs_are_objects_in_the_bucket(live_mlflow_ser
     for trial in (base, kid):
         prefix = f"{store.experiment_id}/{trial.run_id}/artifacts/"
         keys = {k[len(prefix):] for k in moto_s3.keys(prefix)}
-        assert {"code/train.py", S.PATCH, S.FEEDBACK_JSON} <= keys, keys
+        assert {"code/train.py", S.PATCH, S.FEEDBACK_JSON, S.DECISION_JSON} <= keys, keys
         assert {"logs/seed0.stdout.txt", "logs/seed0.stderr.txt"} <= keys, keys
         code = s3.get_object(Bucket=moto_s3.bucket, Key=prefix + "code/train.py")["Body"].read()
         assert code == store.code(trial.run_id)["train.py"]
         stdout = s3.get_object(Bucket=moto_s3.bucket, Key=prefix + "logs/seed0.stdout.txt")["Body"].read().decode()
         assert f"loss: {trial.score}" in stdout
         feedback = json.loads(s3.get_object(Bucket=moto_s3.bucket, Key=prefix + S.FEEDBACK_JSON)["Body"].read())
-        assert feedback["outcome"] == "ok" and feedback["decision"] == trial.decision
+        assert feedback["outcome"] == "ok"  # the measured facts; the decision is written beside them, once
+        decision = json.loads(s3.get_object(Bucket=moto_s3.bucket, Key=prefix + S.DECISION_JSON)["Body"].read())
+        assert decision["decision"] == trial.decision
     assert b"SCORE = 0.25" in s3.get_object(Bucket=moto_s3.bucket,
                                             Key=f"{store.experiment_id}/{kid.run_id}/artifacts/code/train.py")["Body"].read()
     assert not list(tmp_path.glob("mlruns")), "artifacts must go to the bucket, not a local folder"

@@ -186,8 +186,9 @@ def run_sweep(
     if trial.tags.get(S.KIND) != "trial":
         raise UsageError(f"run {trial_id} is not a trial (kind {trial.tags.get(S.KIND)!r}); sweep a trial's run id")
     if not trial.kept or trial.score is None:
-        raise UsageError(f"{trial.short} ({trial_id}) is not an accepted trial (outcome {trial.outcome}, decision "
-                         f"{trial.decision}); a sweep tunes a kept trial or the baseline")
+        decision = f"decision {trial.decision}" if trial.decision else "not decided yet"
+        raise UsageError(f"{trial.short} ({trial_id}) is not an accepted trial (outcome {trial.outcome}, {decision}); "
+                         f"a sweep tunes a kept trial or the baseline")
     recipe = recipe or recipe_of(trial)
     direction = Direction(recipe.metric.goal)
     files = store.code(trial_id)

@@ -63,7 +63,11 @@ def test_summary_numbers_match_the_trials(toy_lineage, toy_report):
     assert s["repairs"] == [{"failure": "t0003", "repair": "t0004"}]
     assert s["llm_cost_usd"] == pytest.approx(5 * 0.02)
     assert s["llm_tokens_in"] == 5000 and s["llm_tokens_out"] == 1000
-    expected_gpu = sum(r.metrics.get("train_seconds", 0) * r.metrics.get("seeds", 1) for r in t.values())
+    # Training of every seed, plus the confirmation runs the keep decisions paid for.
+    stored = [toy_lineage.store.get(r.run_id) for r in t.values()]
+    confirm = sum(r.metrics.get("confirm_seconds", 0) for r in stored)
+    expected_gpu = sum(r.metrics.get("train_seconds", 0) * r.metrics.get("seeds", 1) for r in stored) + confirm
+    assert confirm > 0 and s["confirm_seconds"] == pytest.approx(confirm)
     assert s["gpu_seconds"] == pytest.approx(expected_gpu) and s["gpu_seconds"] > 0
     assert s["usd_per_improvement"] == pytest.approx(0.05)
     arch = next(x for x in s["specialists"] if x["name"] == "architecture")
