@@ -37,8 +37,8 @@ class ToyLineage:
 @pytest.fixture(scope="session")
 def toy_lineage(tmp_path_factory: pytest.TempPathFactory) -> ToyLineage:
     from mlflow_autoresearch.lineage import MlflowStore
-    from mlflow_autoresearch.recipe import load_recipe
     from mlflow_autoresearch.loop import evaluate_and_decide
+    from mlflow_autoresearch.recipe import load_recipe
     from mlflow_autoresearch.trial import create_trial, evaluate_folder
 
     root = tmp_path_factory.mktemp("report-lineage")
