@@ -197,6 +197,7 @@ def test_init_then_the_loop_runs_trials_on_the_script(tmp_path, monkeypatch):
     """issue 4: a plain PyTorch script that prints its own log format, onboarded, then looped on."""
     from mlflow_autoresearch.lineage import MlflowStore
     from mlflow_autoresearch.loop import run_loop
+    from mlflow_autoresearch.research import DUPLICATE_OF
     from mlflow_autoresearch.settings import make_settings
 
     folder = copy("argparse_torch", tmp_path)
@@ -210,7 +211,8 @@ def test_init_then_the_loop_runs_trials_on_the_script(tmp_path, monkeypatch):
     result = run_loop(load_recipe(folder), make_settings(trials=3, agent="offline", in_process=True,
                                                          tracking_uri=uri), store=store, echo=lambda m: None)
     trials = store.trials()
-    assert result.trials == 3 and len(trials) == 4 and all(t.finished for t in trials)
+    counted = [t for t in trials if DUPLICATE_OF not in t.tags]  # a refused duplicate costs no budget
+    assert result.trials == 3 and len(counted) == 4 and all(t.finished for t in trials)
     assert trials[0].decision == "baseline" and trials[0].score is not None
     evaluated = [t for t in trials[1:] if t.outcome is not Outcome.INVALID_PROPOSAL]
     assert evaluated, [(t.short, t.outcome, t.reason) for t in trials]

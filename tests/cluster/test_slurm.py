@@ -210,6 +210,7 @@ def test_mlflow_run_submits_the_evaluate_entry_point_as_a_job(cluster, overtime,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # three loops of real jobs, each trial's confirmation seeds jobs too
 def test_loop_on_slurm_survives_sigkill_and_sigterm_without_a_trial_twice(cluster, overtime, tmp_path):
     """4 trials, 2 jobs at once; SIGKILL while both run, SIGTERM while jobs run, then to the end."""
     recipe = write_recipe(tmp_path / "slow", TOY_SPEC, {"train.py": SLOW_TRAIN})
