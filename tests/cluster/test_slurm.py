@@ -210,7 +210,7 @@ def test_mlflow_run_submits_the_evaluate_entry_point_as_a_job(cluster, overtime,
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # three loops of real jobs, each trial's confirmation seeds jobs too
+@pytest.mark.timeout(900)  # three loops of real jobs, each trial's confirmation seeds jobs too
 def test_loop_on_slurm_survives_sigkill_and_sigterm_without_a_trial_twice(cluster, overtime, tmp_path):
     """4 trials, 2 jobs at once; SIGKILL while both run, SIGTERM while jobs run, then to the end."""
     recipe = write_recipe(tmp_path / "slow", TOY_SPEC, {"train.py": SLOW_TRAIN})
@@ -254,7 +254,7 @@ def test_loop_on_slurm_survives_sigkill_and_sigterm_without_a_trial_twice(cluste
     assert not [s for _, n, s in _jobs("%i", "%j", "%T") if n in names and s in ("PENDING", "RUNNING", "COMPLETING")]
 
     # 3. Once more, to the end: exactly the 4 asked trials, each evaluated by exactly one completed job.
-    third = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    third = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=540)
     assert third.returncode == 0, third.stderr[-3000:]
     trials = store.trials()
     assert len(budget_trials(trials)) == 4, [(t.short, t.status) for t in trials]
