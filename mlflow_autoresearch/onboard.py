@@ -289,21 +289,18 @@ class Fit:
         return f"{len(self.values)} baseline runs: {mean:.6g} ± {sd:.3g}{rel}"
 
 
-def nice_ceil(x: float) -> float:
-    """``x`` rounded up to 1, 2 or 5 times a power of ten (0.0137 -> 0.02)."""
+def nice_round(x: float) -> float:
+    """``x`` to one significant digit (0.031 -> 0.03, 0.0137 -> 0.01); 0 for 0 or nonsense."""
     if x <= 0 or not math.isfinite(x):
         return 0.0
-    e = math.floor(math.log10(x))
-    m = x / 10**e
-    step = next(s for s in (1, 2, 5, 10) if m <= s * (1 + 1e-9))
-    return float(f"{step * 10**e:.1g}")
+    return float(f"{x:.1g}")
 
 
 def fit_settings(metric: str, values: list[float], seconds: float) -> Fit:
     """Seeds and acceptance for a script whose baseline scored ``values`` in ``seconds`` per run.
 
     ``min_effect`` is about :data:`SPREAD_FACTOR` times the spread between
-    seeds (rounded up to 1, 2 or 5 of a power of ten): a smaller gain cannot
+    seeds (to one significant digit): a smaller gain cannot
     be told from noise in a few seeds anyway.  A script that scores the same
     on every seed needs one seed and no confirmation (any change is real);
     a long run gets fewer seeds and fewer confirmation pairs.
@@ -321,7 +318,7 @@ def fit_settings(metric: str, values: list[float], seconds: float) -> Fit:
     if spread == 0:
         return Fit(tuple(values), scale, 0.0, 1, None if scale == "relative" else 0.0,
                    0 if scale == "absolute" else confirm, 0 if scale == "absolute" else 2)
-    return Fit(tuple(values), scale, spread, 1 if long else 2, nice_ceil(SPREAD_FACTOR * spread), confirm,
+    return Fit(tuple(values), scale, spread, 1 if long else 2, nice_round(SPREAD_FACTOR * spread), confirm,
                min(2, confirm))
 
 

@@ -17,7 +17,7 @@ from mlflow_autoresearch.onboard import (
     init_command,
     local_imports,
     metric_candidates,
-    nice_ceil,
+    nice_round,
     pick_metric,
     split_files,
 )
@@ -265,15 +265,15 @@ def test_the_baseline_runs_on_three_seeds_and_the_settings_fit_its_spread(tmp_pa
     sd = statistics.stdev(values)
     written = yaml.safe_load((folder / "recipe.yaml").read_text())
     assert written["seeds"] == 2
-    assert written["acceptance"] == {"confidence": 0.95, "min_effect": nice_ceil(2.5 * sd), "max_confirm_seeds": 4}
-    assert 2 * sd <= written["acceptance"]["min_effect"] <= 6 * sd
+    assert written["acceptance"] == {"confidence": 0.95, "min_effect": nice_round(2.5 * sd), "max_confirm_seeds": 4}
+    assert 1.5 * sd <= written["acceptance"]["min_effect"] <= 3.5 * sd
     assert written["profiles"] == {"quick": {"seeds": 1, "acceptance": {"max_confirm_seeds": 2}}}
     quick = load_recipe(folder, "quick")
     assert quick.seeds == 1 and quick.acceptance.max_confirm_seeds == 2
     assert quick.acceptance.min_effect == written["acceptance"]["min_effect"]  # the profile only lightens
     lines = {ln.split(":")[0]: ln for ln in r.output.splitlines()}
     assert "the score moves between seeds; 3 baseline runs" in lines["seeds"]
-    assert f"min_effect {nice_ceil(2.5 * sd):g}" in lines["acceptance"] and "max_confirm_seeds 4" in lines["acceptance"]
+    assert f"min_effect {nice_round(2.5 * sd):g}" in lines["acceptance"] and "max_confirm_seeds 4" in lines["acceptance"]
     assert lines["quick profile"].startswith("quick profile: seeds 1, max_confirm_seeds 2")
     assert lines["editable"].startswith("editable: train.py") and lines["protected"].startswith("protected: none")
 
@@ -293,12 +293,12 @@ def test_the_header_points_at_files_that_exist(tmp_path):
 def test_settings_fit_timings_long_runs_and_deterministic_scores():
     timing = fit_settings("train_seconds", [10.0, 10.4, 9.8], seconds=10)
     assert timing.scale == "relative" and timing.seeds == 2 and timing.max_confirm_seeds == 10
-    assert timing.min_effect == 0.1  # 2.5 x 3.1% rounded up
+    assert timing.min_effect == 0.08  # 2.5 x 3.1%, to one digit
     long = fit_settings("val_loss", [3.01, 3.05], seconds=900)
-    assert long.seeds == 1 and long.max_confirm_seeds == 4 and long.min_effect == 0.1
+    assert long.seeds == 1 and long.max_confirm_seeds == 4 and long.min_effect == 0.07  # 2.5 x 0.028
     same = fit_settings("val_acc", [0.9, 0.9, 0.9], seconds=1)
     assert same.seeds == 1 and same.min_effect == 0 and same.max_confirm_seeds == 0
-    assert [nice_ceil(x) for x in (0.0137, 0.02, 0.031, 0.7, 12.0)] == [0.02, 0.02, 0.05, 1.0, 20.0]
+    assert [nice_round(x) for x in (0.0137, 0.02, 0.031, 0.76, 12.0, 0.0)] == [0.01, 0.02, 0.03, 0.8, 10.0, 0.0]
 
 
 def test_on_a_terminal_init_asks_which_files_are_protected_and_yes_takes_the_default(tmp_path):
@@ -315,3 +315,21 @@ def test_on_a_terminal_init_asks_which_files_are_protected_and_yes_takes_the_def
     assert r.exit_code == 0, r.output
     assert "Protected files" not in r.output and "Editable files" not in r.output
     assert load_recipe(folder).protected == ("utils/data.py",)
+
+
+def test_a_long_baseline_runs_twice_and_gets_one_seed_per_trial(tmp_path, monkeypatch):
+    import mlflow_autoresearch.onboard as onboard
+
+    monkeypatch.setattr(onboard, "LONG_RUN_SECONDS", 0.0)  # every run counts as long
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    (folder / "train.py").write_text(NOISY)
+    r = init(folder, "--time-limit", "30", input="")
+    assert r.exit_code == 0, r.output
+    assert "baseline: 1 more run(s)" in r.output and "2 baseline runs" in r.output
+    written = yaml.safe_load((folder / "recipe.yaml").read_text())
+    assert written["seeds"] == 1 and written["acceptance"]["max_confirm_seeds"] == 4
+    r = init(folder, "--time-limit", "30", "--seeds", "3", "--baseline-runs", "1", "--force", input="")
+    assert r.exit_code == 0, r.output
+    assert "more run" not in r.output and "seeds: 3 per trial (--seeds" in r.output
+    assert load_recipe(folder).seeds == 3
