@@ -5,9 +5,13 @@ editable and protected files, time limit) comes from a flag, else from a
 question when stdin is a terminal, else from a dry run of the command under
 the evaluator's sandbox, else the command stops with a :class:`UsageError`
 naming the missing flag (exit code 2).  The recipe is validated by running
-the baseline once through :func:`~mlflow_autoresearch.evaluator.evaluate_code`
+the baseline through :func:`~mlflow_autoresearch.evaluator.evaluate_code`
 *before* ``recipe.yaml`` is written: a recipe that cannot score its own
-baseline is never written.
+baseline is never written.  The baseline then runs on more seeds (3 runs in
+all, 2 when a run is long) and the seeds per trial, ``acceptance`` and a
+``quick`` profile are fitted to the spread it shows (:func:`fit_settings`).
+Modules that load or split the data or compute the metric
+(:func:`guarded_reason`) are protected by default.
 
 The detection helpers (:func:`guess_command`, :func:`local_imports`,
 :func:`metric_candidates`, :func:`pick_metric`, :func:`guess_goal`) are pure
@@ -20,6 +24,7 @@ import ast
 import logging
 import math
 import re
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -49,6 +54,17 @@ _MINIMIZE = ("loss", "error", "err", "perplexity", "ppl", "bpb", "bpc", "nll", "
 _MAXIMIZE = ("acc", "accuracy", "score", "f1", "auc", "reward", "bleu", "rouge", "map", "precision", "recall",
              "r2", "core", "top1", "top5", "iou", "dice")
 ENTRY_NAMES = ("train.py", "main.py", "run.py")
+# A module whose name (or a top-level function's name) has one of these words loads or splits the data or
+# computes the metric: agents could raise the score by changing it, so init protects it by default.
+_GUARDED_WORDS = frozenset({"data", "dataset", "datasets", "dataloader", "dataloaders", "loader", "loaders", "prepare",
+                            "split", "splits", "eval", "evaluate", "evaluation", "metric", "metrics", "score",
+                            "scoring", "validation", "benchmark"})
+_GUARDED_CALLS = frozenset({"train_test_split", "random_split", "KFold", "StratifiedKFold", "load_dataset"})
+LONG_RUN_SECONDS = 60.0  # a baseline run longer than this is run twice, not three times, to measure its spread
+SPREAD_FACTOR = 2.5  # acceptance.min_effect: this many times the spread between seeds of the baseline
+HEADER = ("# Written by `autoresearch init`; edit freely. The fields are described in docs/writing-a-recipe.md\n"
+          "# and the acceptance block in docs/acceptance.md of mlflow-autoresearch; `autoresearch init --help`\n"
+          "# lists the flags that set them. Run a cheaper pass with `autoresearch run --profile quick`.\n")
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,115 @@ def guess_goal(name: str) -> str | None:
     return None
 
 
+def guarded_reason(folder: Path, rel: str) -> str | None:
+    """Why module ``rel`` loads or splits data or computes the metric (protect it by default), else None.
+
+    Judged from the file's name and its top-level function names and calls
+    (``ast``), never by running it.
+    """
+    words = set(re.split(r"[^a-z0-9]+", Path(rel).stem.lower()))
+    if rel.endswith("__init__.py"):
+        words = set(re.split(r"[^a-z0-9]+", Path(rel).parent.name.lower()))
+    hit = sorted(words & _GUARDED_WORDS)
+    if hit:
+        return f"its name says {hit[0]}"
+    try:
+        tree = ast.parse((folder / rel).read_text(errors="replace"), filename=rel)
+    except (SyntaxError, OSError, ValueError):
+        return None
+    funcs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    named = [f for f in funcs if set(f.lower().split("_")) & _GUARDED_WORDS]
+    if named:
+        return f"defines {', '.join(named[:3])}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+            if name in _GUARDED_CALLS:
+                return f"calls {name}"
+    return None
+
+
+def split_files(folder: Path, files: list[str], entry: str | None) -> tuple[list[str], dict[str, str]]:
+    """(editable, {protected: why}) of the entry script's local modules: data and metric modules are protected.
+
+    The entry script itself is always editable: it is what trains.
+    """
+    editable: list[str] = []
+    protected: dict[str, str] = {}
+    for rel in files:
+        why = None if rel == entry else guarded_reason(folder, rel)
+        if why is None:
+            editable.append(rel)
+        else:
+            protected[rel] = why
+    return editable, protected
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Seeds and acceptance settings that fit the spread of a script's baseline runs."""
+
+    values: tuple[float, ...]  # the score of each baseline run
+    scale: str  # relative (timings) or absolute
+    spread: float  # std between runs: a fraction of the mean (relative) or metric units (absolute)
+    seeds: int
+    min_effect: float | None  # None: the default of the scale (docs/acceptance.md)
+    max_confirm_seeds: int
+    quick_confirm_seeds: int
+
+    def acceptance(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {"confidence": 0.95}
+        if self.min_effect is not None:
+            out["min_effect"] = self.min_effect
+        out["max_confirm_seeds"] = self.max_confirm_seeds
+        return out
+
+    def quick(self) -> dict:
+        return {"seeds": 1, "acceptance": {"max_confirm_seeds": self.quick_confirm_seeds}}
+
+    def spread_text(self) -> str:
+        if len(self.values) < 2:
+            return "one baseline run: spread not measured"
+        mean = statistics.fmean(self.values)
+        sd = statistics.stdev(self.values)
+        rel = f", {100 * sd / abs(mean):.2g}% of it" if mean and sd else ""
+        return f"{len(self.values)} baseline runs: {mean:.6g} ± {sd:.3g}{rel}"
+
+
+def nice_round(x: float) -> float:
+    """``x`` to one significant digit (0.031 -> 0.03, 0.0137 -> 0.01); 0 for 0 or nonsense."""
+    if x <= 0 or not math.isfinite(x):
+        return 0.0
+    return float(f"{x:.1g}")
+
+
+def fit_settings(metric: str, values: list[float], seconds: float) -> Fit:
+    """Seeds and acceptance for a script whose baseline scored ``values`` in ``seconds`` per run.
+
+    ``min_effect`` is about :data:`SPREAD_FACTOR` times the spread between
+    seeds (to one significant digit): a smaller gain cannot
+    be told from noise in a few seeds anyway.  A script that scores the same
+    on every seed needs one seed and no confirmation (any change is real);
+    a long run gets fewer seeds and fewer confirmation pairs.
+    """
+    from mlflow_autoresearch.acceptance._noise import detect_scale
+
+    scale = detect_scale(metric, values)
+    long = seconds > LONG_RUN_SECONDS
+    confirm = 4 if long or scale == "absolute" else 10
+    if len(values) < 2:
+        return Fit(tuple(values), scale, math.nan, 1, None, confirm, min(2, confirm))
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values)
+    spread = sd / abs(mean) if scale == "relative" and mean else sd
+    if spread == 0:
+        return Fit(tuple(values), scale, 0.0, 1, None if scale == "relative" else 0.0,
+                   0 if scale == "absolute" else confirm, 0 if scale == "absolute" else 2)
+    return Fit(tuple(values), scale, spread, 1 if long else 2, nice_round(SPREAD_FACTOR * spread), confirm,
+               min(2, confirm))
+
+
 def _recipe_name(folder: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.resolve().name).strip("-._") or "recipe"
     return name[:100] if name[0].isalnum() else f"r{name}"[:100]
@@ -214,8 +339,10 @@ class Answers:
     protected: tuple[str, ...]
     time_limit: float | None
     name: str | None
-    seeds: int
+    seeds: int | None
     network: bool
+    baseline_runs: int | None = None  # None: 3, or 2 when a run is long
+    accept_split: bool = False  # --yes: take the detected editable/protected split without asking
 
 
 Ask = Callable[..., object]
@@ -236,7 +363,7 @@ def _build(folder: Path, a: Answers, metric_regex: dict[str, str]):
         "metric": {"name": a.metric or "__probe__", "goal": a.goal or "minimize"},
         "metric_regex": metric_regex,
         "limits": {"train_seconds": a.time_limit or DRY_RUN_SECONDS},
-        "seeds": a.seeds,
+        "seeds": a.seeds or 1,
         "network": a.network,
         "root": folder,
     }
@@ -282,7 +409,7 @@ def _command_failed(ev, command: str, folder: Path) -> UsageError:
 
 def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bool, say: Say,
             ask: Ask = click.prompt) -> Path:
-    """Detect what is missing, validate by running the baseline once, then write ``recipe.yaml``.
+    """Detect what is missing, validate by running the baseline, fit the settings to its spread, write ``recipe.yaml``.
 
     Returns the path written.  Raises UsageError (nothing written) for every
     answer that is missing, invalid, or does not score the baseline.
@@ -309,19 +436,33 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
             raise UsageError(f"--command is required: no {', '.join(ENTRY_NAMES)} and no single script with a "
                              f"__main__ block in {folder}")
     entry = entry_script(a.command, folder)
+    protected_given = bool(a.protected)
 
-    # editable files
+    # editable and protected files: the script and its local modules, less those that load or split
+    # the data or compute the metric (protected unless the user says otherwise)
+    detected = local_imports(folder, entry) if entry else []
+    pool = [f for f in detected if f not in (a.editable or a.protected)]
+    guarded = split_files(folder, pool, entry)[1]
+    if not protected_given:
+        if interactive and guarded and not a.accept_split:
+            say("these modules load or split data or compute the metric: "
+                + "; ".join(f"{rel} ({why})" for rel, why in guarded.items()))
+            answer = str(ask("Protected files, agents may not edit them (comma-separated; '-' for none)",
+                             default=",".join(guarded)))
+            a.protected = tuple(s.strip() for s in answer.split(",") if s.strip() and s.strip() != "-")
+        else:
+            a.protected = tuple(guarded)
     if not a.editable:
-        detected = local_imports(folder, entry) if entry else []
-        detected = [f for f in detected if f not in a.protected]
-        if interactive:
-            answer = str(ask("Editable files (comma-separated)", default=",".join(detected) or None))
+        default = [f for f in detected if f not in a.protected]
+        if interactive and not a.accept_split:
+            answer = str(ask("Editable files (comma-separated)", default=",".join(default) or None))
             a.editable = tuple(s.strip() for s in answer.split(",") if s.strip())
-        elif detected:
-            a.editable = tuple(detected)
-            say(f"editable: {', '.join(detected)} (the entry script and the local modules it imports)")
+        elif default:
+            a.editable = tuple(default)
         else:
             raise UsageError("--editable is required: the command runs no .py file of this folder that could be detected")
+    if not protected_given:  # a detected guess gives way to a file the user made editable
+        a.protected = tuple(f for f in a.protected if f not in a.editable)
     for flag, files in (("--editable", a.editable), ("--protected", a.protected)):
         for rel in files:
             p = folder / rel
@@ -397,9 +538,13 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
                                  + "; pass --metric-regex for a custom format")
             raise _command_failed(ev, a.command, folder)
         say(f"baseline: ok — {a.metric} = {ev.score:.6g} in {ev.train_seconds:.1f} s (evaluator clock)")
-    target.write_text("# Written by `autoresearch init`; edit freely (see DESIGN.md for the fields).\n"
-                      + recipe.to_yaml())
+        fit = _measure_spread(recipe, folder, a, ev, say)
+    else:
+        fit = None
+    _say_choices(recipe, a, fit, guarded_reasons(folder, recipe.protected), say)
+    target.write_text(HEADER + _yaml_text(recipe, a, fit))
     load_recipe(folder)  # what was written loads back
+    load_recipe(folder, "quick")
     say(f"wrote {target}")
     ignore = folder / IGNORE_FILE
     if not ignore.exists():
@@ -407,6 +552,84 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
         say(f"wrote {ignore} (files trials never see and the integrity check never reads)")
     say(f"next: autoresearch run --recipe {folder}")
     return target
+
+
+def guarded_reasons(folder: Path, files: tuple[str, ...]) -> dict[str, str]:
+    return {rel: guarded_reason(folder, rel) or "--protected" for rel in files}
+
+
+def _measure_spread(recipe, folder: Path, a: Answers, first, say: Say) -> Fit:
+    """Run the baseline on more seeds (3 runs in all, 2 when a run is long) and fit the settings to its spread."""
+    from mlflow_autoresearch.evaluator import evaluate_code
+    from mlflow_autoresearch.outcome import Outcome
+
+    seconds = first.train_seconds or 0.0
+    runs = a.baseline_runs or (2 if seconds > LONG_RUN_SECONDS else 3)
+    values = [first.score]
+    if runs > 1:
+        say(f"baseline: {runs - 1} more run(s) on other seeds, to measure the spread between seeds ...")
+        ev = evaluate_code(recipe, folder, seeds=list(range(1, runs)), progress=lambda m: logger.debug(m))
+        if ev.outcome is not Outcome.OK:
+            raise _command_failed(ev, a.command or "", folder)
+        values += [m[recipe.metric.name] for m in ev.seed_metrics if recipe.metric.name in m]
+    fit = fit_settings(recipe.metric.name, [float(v) for v in values], seconds)
+    if a.seeds is not None:  # --seeds wins over the fit
+        fit = Fit(fit.values, fit.scale, fit.spread, a.seeds, fit.min_effect, fit.max_confirm_seeds,
+                  fit.quick_confirm_seeds)
+    return fit
+
+
+def _say_choices(recipe, a: Answers, fit: Fit | None, why: dict[str, str], say: Say) -> None:
+    """One line each: editable, protected, seeds, acceptance, quick profile."""
+    say(f"editable: {', '.join(recipe.editable)} (agents edit these)")
+    if recipe.protected:
+        say("protected: " + ", ".join(f"{rel} ({why[rel]})" for rel in recipe.protected)
+            + " (agents may not change these; --editable/--protected decide otherwise)")
+    else:
+        say("protected: none (pass --protected for a file that loads the data or computes the metric)")
+    if fit is None:
+        say(f"seeds: {recipe.seeds} per trial (--no-run: the spread between seeds was not measured)")
+        say("acceptance: the defaults (docs/acceptance.md); nothing ran to fit them to")
+        say("quick profile: seeds 1, max_confirm_seeds 2 (autoresearch run --profile quick)")
+        return
+    if a.seeds is not None:
+        reason = "--seeds"
+    elif fit.spread == 0:
+        reason = "every baseline run scored the same"
+    elif fit.seeds == 1:
+        reason = "a run is long"
+    else:
+        reason = "the score moves between seeds"
+    say(f"seeds: {fit.seeds} per trial ({reason}; {fit.spread_text()})")
+    acc = fit.acceptance()
+    if fit.min_effect is None:
+        effect = "min_effect: the default of the scale"
+    elif fit.spread == 0:
+        effect = f"min_effect {fit.min_effect:g}: any change of a deterministic score is real"
+    else:
+        unit = "of the score" if fit.scale == "relative" else f"{recipe.metric.name} units"
+        effect = (f"min_effect {fit.min_effect:g} ({unit}, about {SPREAD_FACTOR:g}x the spread "
+                  f"{fit.spread:.3g} between seeds)")
+    say(f"acceptance: {effect}, max_confirm_seeds {acc['max_confirm_seeds']}, confidence {acc['confidence']}, "
+        f"{fit.scale} scale")
+    q = fit.quick()
+    say(f"quick profile: seeds {q['seeds']}, max_confirm_seeds {q['acceptance']['max_confirm_seeds']} "
+        "(autoresearch run --profile quick)")
+
+
+def _yaml_text(recipe, a: Answers, fit: Fit | None) -> str:
+    """``recipe.yaml``: the recipe, its acceptance settings and a ``quick`` profile."""
+    import yaml
+
+    data = yaml.safe_load(recipe.to_yaml())
+    if fit is not None:
+        data["seeds"] = fit.seeds
+        data["acceptance"] = fit.acceptance()
+        quick = fit.quick()
+    else:
+        quick = {"seeds": 1, "acceptance": {"max_confirm_seeds": 2}}
+    data["profiles"] = {"quick": quick}
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def _regex_for(a: Answers, cands: list[MetricCandidate], say: Say) -> dict[str, str]:
@@ -442,20 +665,28 @@ def _warn_size(recipe, say: Say, limit: int = 50 * 1024**2) -> None:
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Wall-clock seconds per run [default: 4x the dry run, at least 60].")
 @click.option("--name", default=None, help="Recipe name [default: the folder's name].")
-@click.option("--seeds", type=click.IntRange(1, 100), default=1, show_default=True, help="Seeds per trial.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=None,
+              help="Seeds per trial [default: 2 when the baseline's score moves between seeds, 1 when it does not "
+                   "or a run is long].")
+@click.option("--baseline-runs", type=click.IntRange(1, 20), default=None,
+              help="Runs of the baseline, on different seeds, to measure its spread [default: 3, 2 when a run "
+                   f"takes over {LONG_RUN_SECONDS:g} s].")
+@click.option("--yes", "-y", "accept_split", is_flag=True,
+              help="Take the detected editable and protected files without asking (data and metric modules "
+                   "protected).")
 @click.option("--network/--no-network", default=False, show_default=True, help="Let runs reach the network.")
 @click.option("--interactive/--no-interactive", default=None,
               help="Ask for missing answers [default: when stdin is a terminal].")
 @click.option("--no-run", is_flag=True, help="Write recipe.yaml without running anything (needs --metric).")
 @click.option("--force", is_flag=True, help="Replace an existing recipe.yaml.")
 def init_command(path: Path, command, metric, metric_regex, goal, editable, protected, time_limit, name, seeds,
-                 network, interactive, no_run, force) -> None:
+                 baseline_runs, accept_split, network, interactive, no_run, force) -> None:
     """Onboard the training script in PATH: detect, ask or take the answers, validate, write recipe.yaml."""
     from mlflow_autoresearch.cli import handles_errors
 
     answers = Answers(command=command, metric=metric, metric_regex=metric_regex, goal=goal,
                       editable=tuple(editable), protected=tuple(protected), time_limit=time_limit, name=name,
-                      seeds=seeds, network=network)
+                      seeds=seeds, network=network, baseline_runs=baseline_runs, accept_split=accept_split)
     if interactive is None:
         interactive = sys.stdin.isatty()
 

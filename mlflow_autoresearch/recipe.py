@@ -199,7 +199,7 @@ class SpecialistSpec(_Model):
 
 
 class Knob(_Model):
-    """A numeric module-level constant that a sweep may tune."""
+    """A number a sweep may tune: a module-level constant, else an argparse flag's ``default=`` (docs/sweeps.md)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     low: float

@@ -32,6 +32,7 @@ DEMOTED = PREFIX + "demoted"  # on a kept trial that did not hold up under re-me
 MEASURES = PREFIX + "measures"  # on a confirmation run: the run id whose code it measured
 CONFIRM_ROLE = PREFIX + "confirm_role"  # candidate | incumbent
 SEED = PREFIX + "seed"
+DEVICE = PREFIX + "device"  # what the trial ran on: "cpu" or "gpu:<CUDA_VISIBLE_DEVICES>" (the evaluator's fact)
 NOTE = "mlflow.note.content"
 PARENT_RUN = "mlflow.parentRunId"
 

@@ -214,6 +214,7 @@ def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evalu
         S.FACTS: S.clip(facts, S.FEEDBACK_TAG_LIMIT),
         S.NEAR_MISS: "true" if evaluation.near_miss else "false",
         S.SCORE_NAME: recipe.metric.name,
+        S.DEVICE: evaluation.device,
     }
     if evaluation.outcome is Outcome.HARNESS_ERROR:  # not the trial's fault: nothing to decide
         tags.update({S.DECISION: Decision.DISCARD.value, S.REASON: "harness_error: not the trial's fault",

@@ -11,7 +11,16 @@ import yaml
 from click.testing import CliRunner
 
 from mlflow_autoresearch.evaluator import evaluate_code
-from mlflow_autoresearch.onboard import guess_goal, init_command, local_imports, metric_candidates, pick_metric
+from mlflow_autoresearch.onboard import (
+    fit_settings,
+    guess_goal,
+    init_command,
+    local_imports,
+    metric_candidates,
+    nice_round,
+    pick_metric,
+    split_files,
+)
 from mlflow_autoresearch.outcome import Outcome
 from mlflow_autoresearch.recipe import load_recipe
 
@@ -89,10 +98,29 @@ def test_no_flags_on_a_globals_script_detects_everything_from_a_dry_run(tmp_path
     assert ev.outcome is Outcome.OK and ev.score == pytest.approx(0.020071)
 
 
+def test_data_and_metric_modules_are_protected_not_editable():
+    folder = RESOURCES / "multi_file"
+    editable, protected = split_files(folder, local_imports(folder, "train.py"), "train.py")
+    assert editable == ["model.py", "train.py", "utils/__init__.py"]
+    assert list(protected) == ["utils/data.py"] and "data" in protected["utils/data.py"]
+
+
+def test_a_module_that_splits_or_scores_is_protected_whatever_its_name(tmp_path):
+    (tmp_path / "train.py").write_text("import helpers, scorer, net\n")
+    (tmp_path / "helpers.py").write_text("from sklearn.model_selection import train_test_split\n"
+                                         "X, Y = train_test_split([1, 2, 3, 4])\n")
+    (tmp_path / "scorer.py").write_text("def compute_accuracy_score(p, y):\n    return 1.0\n")
+    (tmp_path / "net.py").write_text("def forward(x):\n    return x\n")
+    editable, protected = split_files(tmp_path, local_imports(tmp_path, "train.py"), "train.py")
+    assert editable == ["net.py", "train.py"]
+    assert protected == {"helpers.py": "calls train_test_split", "scorer.py": "defines compute_accuracy_score"}
+
+
 def test_several_files_become_editable_and_the_custom_format_is_read(tmp_path):
     folder = copy("multi_file", tmp_path)
-    r = init(folder, "--protected", "utils/data.py", input="")
+    r = init(folder, input="")  # utils/data.py is protected without being named
     assert r.exit_code == 0, r.output
+    assert "protected: utils/data.py (its name says data)" in r.output
     recipe = load_recipe(folder)
     assert recipe.editable == ("model.py", "train.py", "utils/__init__.py")
     assert recipe.protected == ("utils/data.py",)
@@ -217,3 +245,93 @@ def test_init_then_the_loop_runs_trials_on_the_script(tmp_path, monkeypatch):
     evaluated = [t for t in trials[1:] if t.outcome is not Outcome.INVALID_PROPOSAL]
     assert evaluated, [(t.short, t.outcome, t.reason) for t in trials]
     assert all(t.parent_id for t in trials[1:])
+
+
+# ----- what init chooses: protected files, seeds, acceptance, the quick profile (issues 12, 14) ---------------
+
+NOISY = ("import os, random\n"
+         "rng = random.Random(int(os.environ.get('AUTORESEARCH_SEED', '0')))\n"
+         "print(f'val_loss: {2.0 + rng.gauss(0, 0.05):.4f}')\n")
+
+
+def test_the_baseline_runs_on_three_seeds_and_the_settings_fit_its_spread(tmp_path):
+    import statistics
+
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    (folder / "train.py").write_text(NOISY)
+    r = init(folder, "--time-limit", "30", input="")
+    assert r.exit_code == 0, r.output
+    values = [2.0 + __import__("random").Random(s).gauss(0, 0.05) for s in range(3)]
+    values = [round(v, 4) for v in values]
+    sd = statistics.stdev(values)
+    written = yaml.safe_load((folder / "recipe.yaml").read_text())
+    assert written["seeds"] == 2
+    assert written["acceptance"] == {"confidence": 0.95, "min_effect": nice_round(2.5 * sd), "max_confirm_seeds": 4}
+    assert 1.5 * sd <= written["acceptance"]["min_effect"] <= 3.5 * sd
+    assert written["profiles"] == {"quick": {"seeds": 1, "acceptance": {"max_confirm_seeds": 2}}}
+    quick = load_recipe(folder, "quick")
+    assert quick.seeds == 1 and quick.acceptance.max_confirm_seeds == 2
+    assert quick.acceptance.min_effect == written["acceptance"]["min_effect"]  # the profile only lightens
+    lines = {ln.split(":")[0]: ln for ln in r.output.splitlines()}
+    assert "the score moves between seeds; 3 baseline runs" in lines["seeds"]
+    assert f"min_effect {nice_round(2.5 * sd):g}" in lines["acceptance"] and "max_confirm_seeds 4" in lines["acceptance"]
+    assert lines["quick profile"].startswith("quick profile: seeds 1, max_confirm_seeds 2")
+    assert lines["editable"].startswith("editable: train.py") and lines["protected"].startswith("protected: none")
+
+
+def test_the_header_points_at_files_that_exist(tmp_path):
+    folder = copy("globals_config", tmp_path)
+    r = init(folder, "--no-run", "--metric", "val_loss", input="")
+    assert r.exit_code == 0, r.output
+    header = [ln for ln in (folder / "recipe.yaml").read_text().splitlines() if ln.startswith("#")]
+    named = re.findall(r"[\w/.-]+\.md", " ".join(header))
+    assert named and all((Path(__file__).parents[1] / n).is_file() for n in named), named
+    assert "DESIGN.md" not in " ".join(header)
+    assert load_recipe(folder, "quick").seeds == 1
+    assert "not measured" in r.output and "quick profile:" in r.output
+
+
+def test_settings_fit_timings_long_runs_and_deterministic_scores():
+    timing = fit_settings("train_seconds", [10.0, 10.4, 9.8], seconds=10)
+    assert timing.scale == "relative" and timing.seeds == 2 and timing.max_confirm_seeds == 10
+    assert timing.min_effect == 0.08  # 2.5 x 3.1%, to one digit
+    long = fit_settings("val_loss", [3.01, 3.05], seconds=900)
+    assert long.seeds == 1 and long.max_confirm_seeds == 4 and long.min_effect == 0.07  # 2.5 x 0.028
+    same = fit_settings("val_acc", [0.9, 0.9, 0.9], seconds=1)
+    assert same.seeds == 1 and same.min_effect == 0 and same.max_confirm_seeds == 0
+    assert [nice_round(x) for x in (0.0137, 0.02, 0.031, 0.76, 12.0, 0.0)] == [0.01, 0.02, 0.03, 0.8, 10.0, 0.0]
+
+
+def test_on_a_terminal_init_asks_which_files_are_protected_and_yes_takes_the_default(tmp_path):
+    folder = copy("multi_file", tmp_path)
+    # protected: '-' (none), editable: the default (now every module), then the detected rest
+    r = init(folder, "--interactive", "--metric", "val_acc", "--goal", "maximize", "--time-limit", "30",
+             input="\n-\n\n")
+    assert r.exit_code == 0, r.output
+    assert "utils/data.py (its name says data)" in r.output and "Protected files" in r.output
+    recipe = load_recipe(folder)
+    assert recipe.protected == () and "utils/data.py" in recipe.editable
+    r = init(folder, "--interactive", "--yes", "--metric", "val_acc", "--goal", "maximize", "--time-limit", "30",
+             "--force", input="\n")
+    assert r.exit_code == 0, r.output
+    assert "Protected files" not in r.output and "Editable files" not in r.output
+    assert load_recipe(folder).protected == ("utils/data.py",)
+
+
+def test_a_long_baseline_runs_twice_and_gets_one_seed_per_trial(tmp_path, monkeypatch):
+    import mlflow_autoresearch.onboard as onboard
+
+    monkeypatch.setattr(onboard, "LONG_RUN_SECONDS", 0.0)  # every run counts as long
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    (folder / "train.py").write_text(NOISY)
+    r = init(folder, "--time-limit", "30", input="")
+    assert r.exit_code == 0, r.output
+    assert "baseline: 1 more run(s)" in r.output and "2 baseline runs" in r.output
+    written = yaml.safe_load((folder / "recipe.yaml").read_text())
+    assert written["seeds"] == 1 and written["acceptance"]["max_confirm_seeds"] == 4
+    r = init(folder, "--time-limit", "30", "--seeds", "3", "--baseline-runs", "1", "--force", input="")
+    assert r.exit_code == 0, r.output
+    assert "more run" not in r.output and "seeds: 3 per trial (--seeds" in r.output
+    assert load_recipe(folder).seeds == 3

@@ -80,6 +80,7 @@ class Evaluation:
     error_tail: str = ""
     logs: dict[str, Path] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    device: str = "cpu"  # "cpu", or "gpu:<ids>" when the trial's processes could see a GPU (:func:`trial_device`)
 
     @property
     def near_miss(self) -> bool:
@@ -345,7 +346,8 @@ def evaluate_code(
     start = time.monotonic()
     pre = check_code(recipe, code_dir)
     if pre is not None:
-        return Evaluation(outcome=pre[0], reason=pre[1], score=None, total_seconds=time.monotonic() - start)
+        return Evaluation(outcome=pre[0], reason=pre[1], score=None, total_seconds=time.monotonic() - start,
+                          device=trial_device(extra_env))
 
     _data.ensure_prepared(recipe)
     # Seed indices: 0..n-1, or the ones asked for (confirmation seeds); a gate within its noise adds more.
@@ -519,7 +521,8 @@ def evaluate_code(
     artifact = max(sizes) if sizes else None
     common = dict(metrics=metrics, seed_metrics=tuple(seed_metrics), histories=histories,
                   train_seconds=train_seconds, total_seconds=total, artifact_bytes=artifact,
-                  logs=logs if keep_logs_in is not None else {}, notes=tuple(sorted(notes)))
+                  logs=logs if keep_logs_in is not None else {}, notes=tuple(sorted(notes)),
+                  device=trial_device(extra_env))
     if stop is not None:
         exc_type, tail = stop_error
         return Evaluation(outcome=stop.outcome, reason=stop.reason, score=None, error_type=exc_type,
@@ -538,6 +541,20 @@ def evaluate_code(
         return Evaluation(outcome=Outcome.GATE_FAILED, reason="; ".join(parts), score=score, gates=gates, **common)
     return Evaluation(outcome=Outcome.OK, reason=f"{recipe.metric.name} = {score:.6g} over {len(seed_metrics)} seed(s)",
                       score=score, gates=gates, **common)
+
+
+def trial_device(extra_env: dict[str, str] | None = None) -> str:
+    """What a trial's processes can compute on: ``gpu:<ids>`` or ``cpu``.
+
+    The trial sees ``CUDA_VISIBLE_DEVICES`` from ``extra_env`` (its slot), else
+    the evaluator's own; unset, it sees every GPU of the machine, so ``gpu:all``
+    where an ``nvidia-smi`` is installed.  Empty or ``-1``: no GPU.
+    """
+    cvd = (extra_env or {}).get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if cvd is None:
+        return "gpu:all" if shutil.which("nvidia-smi") else "cpu"
+    cvd = cvd.strip()
+    return "cpu" if cvd in ("", "-1") else f"gpu:{cvd}"
 
 
 def watchdog_seconds(recipe: Recipe, seeds: int | Sequence[int] | None = None) -> float:

@@ -105,7 +105,8 @@ def summary(f: Facts) -> dict:
         "llm_cost_usd": f.total_dollars,
         "llm_tokens_in": f.total_tokens[0],
         "llm_tokens_out": f.total_tokens[1],
-        "gpu_seconds": f.total_gpu_seconds,
+        "gpu_seconds": f.total_gpu_seconds,  # the key stays for readers of summary.json; see "device"
+        "device": f.device,  # GPU, CPU, or compute (trials recorded before the device tag)
         "confirm_seconds": sum(float(t.metrics.get("confirm_seconds", 0.0) or 0.0) for t in f.trials),
         "noise": f.lineage.noise_model.describe(),
         "usd_per_improvement": f.dollars_per_improvement,
@@ -178,7 +179,7 @@ def _note(n: dict) -> str:
         lines.append(f"**Best {n['metric']}:** {best['score']:.5g} ({best['trial']}, run `{best['run_id']}`)  ")
     if n["relative_gain"] is not None:
         lines.append(f"**Gain over the baseline:** {100 * n['relative_gain']:+.1f}%  ")
-    lines.append(f"**Spend:** ${n['llm_cost_usd']:.2f} LLM, {n['gpu_seconds']:,.1f} GPU-seconds  ")
+    lines.append(f"**Spend:** ${n['llm_cost_usd']:.2f} LLM, {n['gpu_seconds']:,.1f} {n['device']}-seconds  ")
     lines += ["", f"Open `{ARTIFACT_DIR}/{HTML_NAME}` under Artifacts for the plots, the lineage tree and the "
               "leaderboard."]
     return S.clip("\n".join(lines))

@@ -115,6 +115,23 @@ class Facts:
     start_ms: int = 0
 
     @property
+    def device(self) -> str:
+        """``GPU`` when any trial ran on a GPU, ``CPU`` when every recorded one ran on the CPU, else ``compute``.
+
+        From the evaluator's ``autoresearch.device`` tag; trials recorded before
+        it existed say nothing, and a report of only those says ``compute``.
+        """
+        seen = {t.tags.get(S.DEVICE, "").split(":")[0] for t in self.trials} - {""}
+        if "gpu" in seen:
+            return "GPU"
+        return "CPU" if seen == {"cpu"} else "compute"
+
+    @property
+    def device_seconds(self) -> str:
+        """The unit of the report's compute spend: ``GPU-seconds``, ``CPU-seconds`` or ``compute-seconds``."""
+        return f"{self.device}-seconds"
+
+    @property
     def dollars_per_improvement(self) -> float | None:
         return self.total_dollars / len(self.improvements) if self.improvements else None
 

@@ -88,9 +88,9 @@ def _cards(f: Facts) -> str:
         ("baseline", _num(f.baseline.score if f.baseline else None)),
         ("gain over baseline", "—" if rel is None else f"{100 * rel:+.1f}%"),
         ("LLM dollars", f"${f.total_dollars:.2f}"),
-        ("GPU-seconds", f"{f.total_gpu_seconds:,.1f}"),
+        (f.device_seconds, f"{f.total_gpu_seconds:,.1f}"),
         ("$ per kept improvement", "—" if f.dollars_per_improvement is None else f"${f.dollars_per_improvement:.2f}"),
-        ("GPU-s per kept improvement",
+        (f"{f.device}-s per kept improvement",
          "—" if f.gpu_seconds_per_improvement is None else f"{f.gpu_seconds_per_improvement:,.1f}"),
     ]
     cards = "".join(f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>'
@@ -121,7 +121,7 @@ def _leaderboard(f: Facts, links: Links) -> str:
         f'<p class="help">Kept trials (and the baseline), best {f.metric} first ({f.goal}). '
         'Gain is against the trial\'s parent; positive is better.</p>'
         '<div class="scroll"><table><thead><tr><th>rank</th><th>trial</th><th>score</th><th>gain vs parent</th>'
-        '<th>specialist</th><th>hypothesis</th><th>parent</th><th>GPU-s</th><th>LLM $</th></tr></thead><tbody>'
+        f'<th>specialist</th><th>hypothesis</th><th>parent</th><th>{f.device}-s</th><th>LLM $</th></tr></thead><tbody>'
         + "".join(rows) + "</tbody></table></div>" + tail + "</section>")
 
 
@@ -155,7 +155,7 @@ def _cost_table(f: Facts, links: Links) -> str:
     if not rows:
         rows = '<tr><td colspan="7">no kept improvement yet</td></tr>'
     return ('<table><thead><tr><th>improvement</th><th>score</th><th>gain vs previous best</th><th>trials spent</th>'
-            '<th>GPU-seconds</th><th>LLM $</th><th>tokens in / out</th></tr></thead><tbody>' + rows + "</tbody></table>")
+            f'<th>{f.device_seconds}</th><th>LLM $</th><th>tokens in / out</th></tr></thead><tbody>' + rows + "</tbody></table>")
 
 
 def _repairs(f: Facts, links: Links, diffs: Mapping[str, str]) -> str:
@@ -198,7 +198,7 @@ def render(f: Facts, images: Mapping[str, Path], links: Links, *, title: str, tr
         '<section id="specialists"><h2>Specialists</h2>' + _img(images["specialists"], "outcome mix per specialist",
                                                                    "specialists")
         + _specialist_table(f) + "</section>",
-        '<section id="cost"><h2>Cost per kept improvement</h2><p class="help">GPU-seconds are the evaluator\'s '
+        f'<section id="cost"><h2>Cost per kept improvement</h2><p class="help">{f.device_seconds} are the evaluator\'s '
         'train_seconds times seeds; dollars are the LLM spend recorded on each trial (0 for the offline agent). '
         'Each improvement is charged every trial since the previous one.</p>'
         + _img(images["cost"], "cost per kept improvement", "cost") + _cost_table(f, links) + "</section>",

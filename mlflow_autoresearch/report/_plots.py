@@ -2,7 +2,12 @@
 
 Each function takes :class:`~mlflow_autoresearch.report._facts.Facts` and a
 path, writes one PNG and returns the path.  Figures are closed after saving,
-so drawing many reports in one process does not leak memory.
+so drawing many reports in one process does not leak memory.  The figures
+themselves come from :data:`FIGURES` (``name -> Facts -> Figure``), for tests
+that read what was drawn.
+
+Legends name only what the plot shows (outcomes that occurred, specialists
+that ran) and sit beside or below the axes, never over the data.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ def specialist_markers(facts: Facts) -> dict[str, str]:
     return markers
 
 
+LEGEND_BESIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8, "frameon": False}
+
+
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
     plt.close(fig)
@@ -72,7 +80,7 @@ def _log_scale(values: list[float]) -> bool:
     return len(pos) == len(values) and len(pos) > 1 and max(pos) / min(pos) > 30
 
 
-def _progress(facts: Facts, path: Path, *, by_time: bool) -> Path:
+def _progress(facts: Facts, *, by_time: bool):
     points = facts.by_time if by_time else facts.by_number
     markers = specialist_markers(facts)
     fig, ax = plt.subplots(figsize=(9, 4.6))
@@ -87,7 +95,7 @@ def _progress(facts: Facts, path: Path, *, by_time: bool) -> Path:
     if not scored:
         _empty(ax, "no scored trials yet")
         ax.set_title(f"Best {facts.metric} against {'wall clock' if by_time else 'trial number'}")
-        return _save(fig, path)
+        return fig
     others = [p for p in scored if not p.trial.kept]
     ax.scatter([x_of(p) for p in others], [p.trial.score for p in others], s=18,
                c=[_trial_color(p.trial) for p in others], alpha=0.8, linewidths=0, label="scored, not kept", zorder=2)
@@ -117,28 +125,45 @@ def _progress(facts: Facts, path: Path, *, by_time: bool) -> Path:
     ax.grid(True, alpha=0.3)
     if not by_time:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = [Line2D([], [], color="#1a7f37", lw=2, label=f"best {facts.metric} so far"),
-               Line2D([], [], marker="o", ls="", color=_color("ok"), label="ok, not kept"),
-               Line2D([], [], marker="o", ls="", color=_color("gate_failed"), label="gate failed (scored)"),
-               Line2D([], [], marker="*", ls="", markerfacecolor=_color("kept"), markeredgecolor="black",
-                      markersize=10, label="kept (marker = specialist)")]
-    if fails:
-        handles.append(Line2D([], [], marker="|", ls="", color=_color("crashed"), markersize=10,
-                              label="failed (no score)"))
-    ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
-    return _save(fig, path)
+    handles = []
+    if steps:
+        handles.append(Line2D([], [], color="#1a7f37", lw=2, label=f"best {facts.metric} so far"))
+    shown = {_trial_color(p.trial): p for p in others}
+    for word, label in (("ok", "ok, not kept"), ("gate_failed", "gate failed (scored)")):
+        if _color(word) in shown:
+            handles.append(Line2D([], [], marker="o", ls="", color=_color(word), label=label))
+    if any(p.trial.kept for p in scored):
+        handles.append(Line2D([], [], marker="*", ls="", markerfacecolor=_color("kept"), markeredgecolor="black",
+                              markersize=10, label="kept (marker = specialist)"))
+    for word in sorted({outcome_word(p.trial) for p in fails}):
+        handles.append(Line2D([], [], marker="|", ls="", color=_color(word), markersize=10,
+                              label=f"{word.replace('_', ' ')} (no score)"))
+    ax.legend(handles=handles, **LEGEND_BESIDE)
+    return fig
+
+
+def best_by_trial_figure(facts: Facts):
+    return _progress(facts, by_time=False)
+
+
+def best_by_time_figure(facts: Facts):
+    return _progress(facts, by_time=True)
 
 
 def best_by_trial(facts: Facts, path: Path) -> Path:
-    return _progress(facts, path, by_time=False)
+    return _save(best_by_trial_figure(facts), path)
 
 
 def best_by_time(facts: Facts, path: Path) -> Path:
-    return _progress(facts, path, by_time=True)
+    return _save(best_by_time_figure(facts), path)
 
 
 def tree(facts: Facts, path: Path) -> Path:
     """The lineage tree: depth left to right, colour = outcome, marker = specialist, gold = best path."""
+    return _save(tree_figure(facts), path)
+
+
+def tree_figure(facts: Facts):
     lay = layout(facts.lineage)
     markers = specialist_markers(facts)
     width = min(44.0, max(7.0, 1.05 * (lay.depth + 1) + 3))
@@ -147,7 +172,7 @@ def tree(facts: Facts, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(width, height))
     if not lay.nodes:
         _empty(ax, "no trials yet")
-        return _save(fig, path)
+        return fig
     for n in lay.nodes.values():  # edges first, best path on top
         if n.parent in lay.nodes:
             p = lay.nodes[n.parent]
@@ -191,19 +216,23 @@ def tree(facts: Facts, path: Path) -> Path:
     handles += [Line2D([], [], marker=m, ls="", color="#444", label=name) for name, m in markers.items()
                 if any(t.specialist == name for t in facts.trials)]
     handles.append(Line2D([], [], color=BEST_PATH, lw=3, label="path to the best"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    return _save(fig, path)
+    ax.legend(handles=handles, **LEGEND_BESIDE)
+    return fig
 
 
 def specialists(facts: Facts, path: Path) -> Path:
     """Outcome mix (stacked bars) and keep rate per specialist."""
+    return _save(specialists_figure(facts), path)
+
+
+def specialists_figure(facts: Facts):
     stats = facts.specialists
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, max(2.6, 0.55 * len(stats) + 1.6)),
                                    gridspec_kw={"width_ratios": [3, 2]})
     if not stats:
         _empty(ax1, "no specialist trials yet")
         _empty(ax2, "")
-        return _save(fig, path)
+        return fig
     names = [s.name for s in stats]
     words = ["kept", "ok"] + [w for w in OUTCOME_COLORS if w not in ("kept", "ok")]
     left = [0.0] * len(stats)
@@ -224,7 +253,6 @@ def specialists(facts: Facts, path: Path) -> Path:
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_xlabel("trials")
     ax1.set_title("Outcome mix per specialist")
-    ax1.legend(fontsize=8, loc="lower right")
     rates = [100 * s.keep_rate for s in stats]
     ax2.barh(names, rates, color="#1a7f37")
     for i, s in enumerate(stats):
@@ -235,65 +263,85 @@ def specialists(facts: Facts, path: Path) -> Path:
     ax2.set_title("Keep rate")
     ax2.set_yticks(range(len(names)), [""] * len(names))
     fig.tight_layout()
-    return _save(fig, path)
+    handles, labels = ax1.get_legend_handles_labels()  # only the outcomes some specialist had
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False,
+               title="outcome", title_fontsize=8)
+    return fig
 
 
 def cost(facts: Facts, path: Path) -> Path:
-    """GPU-seconds and dollars per kept improvement, and their running totals."""
+    """Compute seconds and LLM dollars per kept improvement, and their running totals."""
+    return _save(cost_figure(facts), path)
+
+
+def cost_figure(facts: Facts):
+    """The cost plot.  Seconds are labelled for what the trials ran on (``GPU``/``CPU``-seconds, by the
+    evaluator's device tag); the dollars axes exist only when some trial recorded LLM spend."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    unit = facts.device_seconds
+    spent = facts.total_dollars > 0
     imps = facts.improvements
     if imps:
         labels = [i.trial.short for i in imps]
         xs_imp = list(range(len(imps)))  # positions, not the labels: "t0001" would parse as a date
-        gpu = [i.gpu_seconds for i in imps]
-        ax1.bar(xs_imp, gpu, color="#4c72b0", label="GPU-seconds")
+        secs = [i.gpu_seconds for i in imps]
+        ax1.bar(xs_imp, secs, color="#4c72b0", label=unit)
         ax1.set_xticks(xs_imp, labels)
-        ax1.set_ylim(0, max(gpu + [1e-9]) * 1.25)
-        ax1.set_ylabel("GPU-seconds since the previous improvement", color="#4c72b0")
-        usd = [i.dollars for i in imps]
-        ax4 = ax1.twinx()
-        ax4.plot(xs_imp, usd, "o", color="#c44e52", label="LLM dollars")
-        ax4.set_ylim(0, max(usd) * 1.25 if max(usd) > 0 else 1)
-        ax4.set_ylabel("LLM dollars since the previous improvement", color="#c44e52")
+        ax1.set_ylim(0, max(secs + [1e-9]) * 1.25)
+        ax1.set_ylabel(f"{unit} since the previous improvement", color="#4c72b0")
+        if spent:
+            usd = [i.dollars for i in imps]
+            ax4 = ax1.twinx()
+            ax4.plot(xs_imp, usd, "o", color="#c44e52", label="LLM dollars")
+            ax4.set_ylim(0, max(usd) * 1.25 if max(usd) > 0 else 1)
+            ax4.set_ylabel("LLM dollars since the previous improvement", color="#c44e52")
         if len(imps) <= 12:
             for k, i in enumerate(imps):
-                ax1.text(k, gpu[k], f"{i.trials_spent} trial" + ("" if i.trials_spent == 1 else "s"), ha="center", va="bottom", fontsize=7)
+                ax1.text(k, secs[k], f"{i.trials_spent} trial" + ("" if i.trials_spent == 1 else "s"),
+                         ha="center", va="bottom", fontsize=7)
         ax1.set_title("What each kept improvement cost")
         if len(labels) > 12:
             ax1.tick_params(axis="x", labelrotation=90, labelsize=7)
     else:
         _empty(ax1, "no kept improvement yet")
         ax1.set_title("Cost of each kept improvement")
-    xs, gpu_cum, usd_cum = [], [], []
+    xs, sec_cum, usd_cum = [], [], []
     g = u = 0.0
     for t in facts.trials:
         g += gpu_seconds(t)
         u += dollars(t)
         xs.append(t.number)
-        gpu_cum.append(g)
+        sec_cum.append(g)
         usd_cum.append(u)
+    lines = []
     if xs:
-        ax2.plot(xs, gpu_cum, color="#4c72b0", lw=2, label="GPU-seconds (train_seconds × seeds)")
-        ax2.set_ylabel("GPU-seconds, cumulative", color="#4c72b0")
-        ax3 = ax2.twinx()
-        ax3.plot(xs, usd_cum, color="#c44e52", lw=2, ls="--", label="LLM dollars")
-        ax3.set_ylabel("LLM dollars, cumulative", color="#c44e52")
-        if u == 0:
-            ax3.set_ylim(-0.01, 1)
-            ax3.text(0.02, 0.92, "no LLM spend recorded (offline agent)", transform=ax3.transAxes,
-                     fontsize=8, color="#c44e52")
+        lines += ax2.plot(xs, sec_cum, color="#4c72b0", lw=2, label=f"{unit} (train_seconds × seeds)")
+        ax2.set_ylabel(f"{unit}, cumulative", color="#4c72b0")
+        if spent:
+            ax3 = ax2.twinx()
+            lines += ax3.plot(xs, usd_cum, color="#c44e52", lw=2, ls="--", label="LLM dollars")
+            ax3.set_ylabel("LLM dollars, cumulative", color="#c44e52")
         for i in imps:
             ax2.axvline(i.trial.number, color="#1a7f37", lw=0.8, ls=":")
         ax2.set_xlabel("trial number (dotted: kept improvements)")
-        ax2.set_title("Spend so far")
-        lines = ax2.get_lines()[:1] + ax3.get_lines()[:1]
-        ax2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper left", bbox_to_anchor=(0, 0.85))
+        ax2.set_title("Spend so far" + ("" if spent else " (no LLM dollars recorded: offline agent)"))
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         _empty(ax2, "no trials yet")
     fig.tight_layout()
-    return _save(fig, path)
+    if len(lines) > 1:  # one line needs no legend: its axis label names it
+        fig.legend(lines, [ln.get_label() for ln in lines], loc="upper center", bbox_to_anchor=(0.75, 0.0),
+                   ncol=len(lines), fontsize=8, frameon=False)
+    return fig
 
 
+FIGURES = {
+    "best_by_trial": best_by_trial_figure,
+    "best_by_time": best_by_time_figure,
+    "tree": tree_figure,
+    "specialists": specialists_figure,
+    "cost": cost_figure,
+}
 PLOTS = {
     "best_by_trial": best_by_trial,
     "best_by_time": best_by_time,

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlflow_autoresearch._errors import ProposalError, StoreError
+from mlflow_autoresearch._errors import ProposalError, StoreError, UsageError
 from mlflow_autoresearch.lineage import code_digest, query_trial
 from mlflow_autoresearch.recipe import Knob
 from mlflow_autoresearch.specialists._base import ProposalContext
@@ -173,6 +173,18 @@ class ToolBox:
             if m:
                 home, literal = rel, m.group(1).strip()
                 break
+        if home is None and name:  # an argparse flag's default: --lr is knob lr (sweep/_knobs.py)
+            from mlflow_autoresearch.sweep._knobs import find_flag_sites
+
+            for rel in self.ctx.recipe.editable:
+                if rel.endswith(".py") and rel in files:
+                    try:
+                        sites = find_flag_sites(files[rel], rel).get(name)
+                    except UsageError:
+                        continue
+                    if sites:
+                        home, literal = rel, sites[0].text
+                        break
         if home is None:
             return ToolResult(message("submit_unknown_knob", name=name, files=", ".join(self.ctx.recipe.editable)), True)
         integer = re.fullmatch(r"[-+]?\d[\d_]*", literal) is not None

@@ -1,10 +1,15 @@
-"""Knobs: numeric module-level constants of a trial's code that a sweep may tune.
+"""Knobs: numeric constants of a trial's code that a sweep may tune.
 
 A knob is found by parsing the editable Python files (``ast``), never by a
-regular expression: only a module-level assignment of a number literal
-counts (``LR = 0.02  # peak learning rate``, ``LR: float = 2e-2``,
-``OFFSET = -3``).  Rewriting replaces exactly the literal's characters, so
-the comment and the rest of the file keep their bytes.
+regular expression: a module-level assignment of a number literal
+(``LR = 0.02  # peak learning rate``, ``LR: float = 2e-2``, ``OFFSET = -3``),
+else the number-literal ``default=`` of an argparse flag whose destination is
+the knob's name (``parser.add_argument("--lr", type=float, default=3e-4)`` is
+knob ``lr``; ``--warmup-frac`` is ``warmup_frac``).  Rewriting replaces
+exactly the literal's characters, so the comment and the rest of the file
+keep their bytes.  A flag that the recipe's command passes itself
+(``python train.py --lr 0.1``) overrides its default, so it is refused as a
+knob: a trial is its code, and the command is the recipe's.
 
 Everything here is pure: it reads and returns ``{path: bytes}`` snapshots.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import math
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,10 +37,11 @@ class Site:
     end_col: int
     value: float | None  # None when the assigned expression is not a number literal
     text: str  # the assigned expression as written
+    flag: str | None = None  # the argparse option (``--lr``) whose default this is; None: a module-level assignment
 
     @property
     def where(self) -> str:
-        return f"{self.file} line {self.line}"
+        return f"{self.file} line {self.line}" + (f" (default of {self.flag})" if self.flag else "")
 
 
 def _number(node: ast.expr) -> float | None:
@@ -85,6 +92,63 @@ def find_sites(source: bytes, file: str) -> dict[str, list[Site]]:
     return sites
 
 
+def _flag_dest(call: ast.Call) -> tuple[str, str] | None:
+    """(dest, first long option) of an ``add_argument("--name", ...)`` call, else None."""
+    options = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    longs = [o for o in options if o.startswith("--") and len(o) > 2]
+    if not longs:
+        return None
+    dest = next((k.value.value for k in call.keywords if k.arg == "dest" and isinstance(k.value, ast.Constant)
+                 and isinstance(k.value.value, str)), None)
+    return (dest or longs[0][2:].replace("-", "_")), longs[0]
+
+
+def find_flag_sites(source: bytes, file: str) -> dict[str, list[Site]]:
+    """The ``default=`` of every argparse flag in ``source`` (anywhere in the file), by destination name.
+
+    A flag counts when it is an ``<anything>.add_argument("--name", ..., default=...)`` call.
+
+    Raises:
+        UsageError: the file does not parse.
+    """
+    try:
+        tree = parse(source, file)
+    except SyntaxError as e:
+        raise UsageError(f"{file} does not parse (line {e.lineno}: {e.msg}); knobs cannot be checked") from None
+    text = source.decode("utf-8", errors="replace")
+    sites: dict[str, list[Site]] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"):
+            continue
+        named = _flag_dest(node)
+        default = next((k.value for k in node.keywords if k.arg == "default"), None)
+        if named is None or default is None:
+            continue
+        dest, flag = named
+        single_line = default.end_lineno == default.lineno
+        segment = ast.get_source_segment(text, default) or "?"
+        sites.setdefault(dest, []).append(Site(
+            file=file, line=default.lineno, col=default.col_offset,
+            end_col=default.end_col_offset if single_line and default.end_col_offset is not None else -1,
+            value=_number(default) if single_line else None, text=" ".join(segment.split())[:80], flag=flag))
+    return sites
+
+
+def command_flags(command: str) -> dict[str, str]:
+    """``--name`` options a command line passes, with the value given (``--lr 0.1``, ``--lr=0.1``)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    out: dict[str, str] = {}
+    for i, w in enumerate(words):
+        if w.startswith("--") and len(w) > 2:
+            name, eq, value = w.partition("=")
+            out[name] = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+    return out
+
+
 def _python_files(files: Mapping[str, bytes], only: Iterable[str] | None = None) -> list[str]:
     allowed = set(only) if only is not None else None
     return sorted(rel for rel in files if rel.endswith(".py") and (allowed is None or rel in allowed))
@@ -103,17 +167,25 @@ def locate(files: Mapping[str, bytes], name: str, file: str | None = None,
         if rel not in files:
             raise UsageError(f"knob {name}: file {rel} is not part of the trial's code")
         found += find_sites(files[rel], rel).get(name, [])
+    if not found:  # an argparse default: --lr (or --LR) for knob lr
+        for rel in candidates:
+            flags = find_flag_sites(files[rel], rel)
+            found += flags.get(name, []) or (flags.get(name.lower(), []) if name.lower() != name else [])
     where = ", ".join(candidates) or "no Python file"
     if not found:
-        raise UsageError(f"knob {name}: missing: no module-level assignment `{name} = <number>` in {where}")
+        flag = "--" + name.lower().replace("_", "-")
+        raise UsageError(f"knob {name}: missing: no module-level assignment `{name} = <number>` and no argparse "
+                         f"flag `add_argument(\"{flag}\", default=<number>)` in {where}")
     if len(found) > 1:
         lines = ", ".join(s.where for s in found)
-        raise UsageError(f"knob {name}: assigned {len(found)} times at module level ({lines}); "
+        how = "defined" if any(f.flag for f in found) else "assigned"
+        raise UsageError(f"knob {name}: {how} {len(found)} times at module level ({lines}); "
                          "a knob must be assigned exactly once"
                          + (" (or name its file)" if len({s.file for s in found}) > 1 else ""))
     site = found[0]
     if site.value is None:
-        raise UsageError(f"knob {name}: not numeric: {site.where} assigns `{site.text}`, not a number literal")
+        verb = "defaults to" if site.flag else "assigns"
+        raise UsageError(f"knob {name}: not numeric: {site.where} {verb} `{site.text}`, not a number literal")
     return site
 
 
@@ -145,6 +217,12 @@ def check_knobs(recipe: Recipe, files: Mapping[str, bytes], knobs: Iterable[Knob
             site = locate(files, knob.name, knob.file, editable)
         except UsageError as e:
             problems.append(str(e))
+            continue
+        passed = command_flags(recipe.command).get(site.flag) if site.flag else None
+        if passed is not None:
+            problems.append(f"knob {knob.name}: the recipe's command passes {site.flag} {passed}, which overrides "
+                            f"the default at {site.file} line {site.line}; to sweep it, remove {site.flag} from "
+                            f"`command` in recipe.yaml and write {passed or 'its value'} as the default")
             continue
         value = site.value
         assert value is not None  # locate() refuses non-numeric sites

@@ -152,3 +152,82 @@ def test_report_of_an_empty_experiment_says_so(tmp_path):
         assert _pixels(path).std() > 5  # a titled, empty plot, still a valid image
     assert json.loads(paths.summary.read_text())["trials"] == 0
     assert not math.isnan(json.loads(paths.summary.read_text())["gpu_seconds"])
+
+
+# ----- legends and the cost plot say only what happened (issue 14) --------------------------------------------
+
+def _legend_labels(fig) -> list[str]:
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    return [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+def test_legends_sit_beside_the_data_and_name_only_outcomes_that_occurred(toy_lineage, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from mlflow_autoresearch.report._plots import FIGURES, PLOTS
+
+    all_trials = list(toy_lineage.store.trials())
+    without_gate_miss = [t for t in all_trials if t.run_id != toy_lineage.trials["near_miss"].run_id]
+    for trials, gate_failed in ((all_trials, True), (without_gate_miss, False)):
+        facts = compute(trials, "minimize", "toy")
+        for name, build in FIGURES.items():
+            fig = build(facts)
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+            assert legends or name == "cost", f"{name} has no legend"
+            for leg in legends:
+                box = leg.get_window_extent(renderer)
+                for ax in fig.axes:
+                    assert not box.overlaps(ax.get_window_extent(renderer)), f"{name}: the legend covers the data"
+            labels = " ".join(_legend_labels(fig))
+            assert "timed" not in labels and "preflight" not in labels and "harness" not in labels, (name, labels)
+            if name in ("best_by_trial", "tree", "specialists"):
+                assert ("gate" in labels) is gate_failed, (name, labels)
+            plt.close(fig)
+        png = PLOTS["best_by_trial"](facts, tmp_path / f"best-{gate_failed}.png")
+        # the orange of a gate failure is drawn (point and legend) only where one happened
+        assert _has_colour(_pixels(png), "#f0a030", tol=20) is gate_failed
+        assert _has_colour(_pixels(png), "#d62728", tol=20)  # the crash: in the rug and in the legend
+
+
+def test_cost_plot_draws_dollars_only_when_spent_and_names_what_the_trials_ran_on(toy_lineage, tmp_path):
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from mlflow_autoresearch.evaluator._core import trial_device
+    from mlflow_autoresearch.report._plots import PLOTS, cost_figure
+
+    trials = list(toy_lineage.store.trials())
+    assert {t.tags.get(S.DEVICE) for t in trials if t.finished} == {trial_device()}  # the evaluator's fact
+
+    def on(device: str, spend: bool):
+        out = []
+        for t in trials:
+            metrics = {k: v for k, v in t.metrics.items() if spend or k != "llm_cost_usd"}
+            out.append(dataclasses.replace(t, metrics=metrics, tags={**t.tags, S.DEVICE: device}))
+        return compute(out, "minimize", "toy")
+
+    offline_cpu = on("cpu", spend=False)
+    fig = cost_figure(offline_cpu)
+    ylabels = [ax.get_ylabel() for ax in fig.axes]
+    assert len(fig.axes) == 2 and not any("dollar" in y for y in ylabels), ylabels
+    assert ylabels == ["CPU-seconds since the previous improvement", "CPU-seconds, cumulative"]
+    assert "no LLM dollars recorded" in fig.axes[1].get_title()
+    plt.close(fig)
+    px = _pixels(PLOTS["cost"](offline_cpu, tmp_path / "offline.png"))
+    assert not _has_colour(px, "#c44e52", tol=20), "a dollars line or axis label is drawn with no spend"
+
+    paid_gpu = on("gpu:0", spend=True)
+    fig = cost_figure(paid_gpu)
+    ylabels = [ax.get_ylabel() for ax in fig.axes]
+    assert len(fig.axes) == 4 and sum("LLM dollars" in y for y in ylabels) == 2
+    assert "GPU-seconds, cumulative" in ylabels and not any("CPU" in y for y in ylabels)
+    assert _legend_labels(fig) == ["GPU-seconds (train_seconds × seeds)", "LLM dollars"]
+    plt.close(fig)
+    assert _has_colour(_pixels(PLOTS["cost"](paid_gpu, tmp_path / "paid.png")), "#c44e52", tol=20)
+    assert build_report(toy_lineage.store, tmp_path / "r").summary.exists()
+    assert on("cpu", spend=True).device_seconds == "CPU-seconds"
+    assert compute([dataclasses.replace(t, tags={k: v for k, v in t.tags.items() if k != S.DEVICE})
+                    for t in trials], "minimize").device == "compute"

@@ -255,6 +255,27 @@ def test_max_turns_reached_is_an_invalid_proposal(recipe, store):
     assert json.loads(proposal.transcript)["stop"] == "max turns"
 
 
+def test_an_argparse_flag_default_is_a_knob_the_model_may_name(recipe, store):
+    flags = ("SCORE = 0.25\nimport argparse\np = argparse.ArgumentParser()\n"
+             "p.add_argument('--lr', type=float, default=0.01)\np.add_argument('--epochs', default=5)\n"
+             "args = p.parse_args()")
+    script = [reply(tool_use("edit_file", {"path": "train.py", "old_text": "SCORE = 0.5", "new_text": flags}),
+                    tool_use("submit", {"hypothesis": "h", "expected_effect": "e",
+                                        "knobs": [{"name": "lr", "low": 0.001, "high": 0.1, "log": True},
+                                                  {"name": "epochs", "low": 1, "high": 20},
+                                                  {"name": "momentum", "low": 0, "high": 1}]})),
+              reply(tool_use("submit", {"hypothesis": "h", "expected_effect": "e",
+                                        "knobs": [{"name": "lr", "low": 0.001, "high": 0.1, "log": True},
+                                                  {"name": "epochs", "low": 1, "high": 20}]}))]
+    with FakeMessagesServer(script) as server:
+        proposal = claude(server).propose(make_ctx(recipe, store))
+    (refused,) = [r["content"] for r in server.requests[1].tool_results() if r.get("is_error")]
+    assert "knob 'momentum' is not a module-level constant of train.py, nor an argparse flag's default" in refused
+    lr, epochs = proposal.knobs
+    assert (lr.name, lr.file, lr.integer, lr.log) == ("lr", "train.py", False, True)
+    assert (epochs.name, epochs.integer) == ("epochs", True)
+
+
 def test_submit_refused_until_it_is_ready(recipe, store):
     script = [
         reply(SUBMIT),  # no edit yet

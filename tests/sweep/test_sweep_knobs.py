@@ -76,3 +76,60 @@ def test_parse_knob_flag():
                        ("LR:0:1:cube", "unknown scale")]:
         with pytest.raises(UsageError, match=words):
             parse_knob(bad)
+
+
+ARGPARSE_TRAIN = b'''import argparse
+
+LAYERS = 2  # a module-level constant still wins for its own name
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--warmup-frac", type=float, default=0.05)
+    p.add_argument("--epochs", "-e", type=int, default=20)
+    p.add_argument("--width", dest="hidden", type=int, default=64)
+    p.add_argument("--name", default="run")
+    args = p.parse_args()
+    print(f"lr: {args.lr}")
+    print(f"epochs: {args.epochs}")
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_argparse_defaults_are_knobs_and_are_rewritten_in_place(recipe, tmp_path):
+    import subprocess
+    import sys
+
+    files = {"train.py": ARGPARSE_TRAIN}
+    knobs = check_knobs(recipe, files, [Knob(name="lr", low=1e-5, high=1e-2, log=True),
+                                        Knob(name="warmup_frac", low=0, high=0.3),
+                                        Knob(name="epochs", low=2, high=80, integer=True),
+                                        Knob(name="hidden", low=16, high=256, integer=True),
+                                        Knob(name="LAYERS", low=1, high=8, integer=True)])
+    assert [k.file for k in knobs] == ["train.py"] * 5
+    assert current_values(files, knobs) == {"lr": 3e-4, "warmup_frac": 0.05, "epochs": 20, "hidden": 64, "LAYERS": 2}
+    out = set_knobs(files, {"lr": 0.00123, "epochs": 7.2, "warmup_frac": 0.1}, knobs)["train.py"]
+    assert out == (ARGPARSE_TRAIN.replace(b"default=3e-4", b"default=0.00123").replace(b"default=20", b"default=7")
+                   .replace(b"default=0.05", b"default=0.1"))
+    (tmp_path / "train.py").write_bytes(out)
+    ran = subprocess.run([sys.executable, str(tmp_path / "train.py")], capture_output=True, text=True, check=True)
+    assert ran.stdout == "lr: 0.00123\nepochs: 7\n"  # the script trains with the swept values
+
+
+@pytest.mark.parametrize("command, knob, words", [
+    ("python train.py --lr 0.001", Knob(name="lr", low=1e-5, high=1e-2),
+     ["knob lr", "passes --lr 0.001", "overrides the default at train.py line 8", "remove --lr"]),
+    ("python train.py --epochs=5", Knob(name="epochs", low=2, high=80, integer=True), ["passes --epochs 5"]),
+    ("python train.py", Knob(name="name", low=0, high=1), ["knob name", "not numeric", "defaults to `\"run\"`"]),
+    ("python train.py", Knob(name="momentum", low=0, high=1),
+     ["knob momentum: missing", "no argparse flag `add_argument(\"--momentum\", default=<number>)`"]),
+])
+def test_an_argparse_knob_the_command_overrides_or_the_code_refutes_is_refused(recipe, command, knob, words):
+    with pytest.raises(UsageError) as e:
+        check_knobs(recipe.model_copy(update={"command": command}), {"train.py": ARGPARSE_TRAIN}, [knob])
+    for w in words:
+        assert w in str(e.value)

@@ -103,7 +103,8 @@ def test_refused_before_anything_runs_through_the_cli(swept):
 
     missing = runner.invoke(cli, [*args, "--knob", "LR:0.001:0.1:log", "--knob", "Y:0:3"])
     assert missing.exit_code == 2
-    assert "knob LR: missing: no module-level assignment `LR = <number>` in train.py" in missing.output
+    assert ("knob LR: missing: no module-level assignment `LR = <number>` and no argparse flag "
+            '`add_argument("--lr", default=<number>)` in train.py') in missing.output
 
     out_of_range = runner.invoke(cli, [*args, "--knob", "X:0.6:0.9", "--knob", "Y:0:3"])
     assert out_of_range.exit_code == 2
