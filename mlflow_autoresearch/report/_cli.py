@@ -9,7 +9,11 @@ import click
 from mlflow_autoresearch.cli import handles_errors
 
 
-@click.command("report")
+@click.command("report", epilog=(
+    "\b\nExamples:\n"
+    "  autoresearch report                                # the store's only experiment\n"
+    "  autoresearch report --recipe recipes/digits-speedrun --out report/\n"
+    "  autoresearch report --experiment digits-speedrun --log"))
 @click.option("--experiment", default=None,
               help="Experiment name [default: the recipe's name, else the store's only experiment].")
 @click.option("--recipe", "recipe_dir", type=click.Path(path_type=Path), default=None,

@@ -46,7 +46,10 @@ def compare_command(experiments, out_dir, tracking_uri, goal, title) -> None:
     click.echo(str(path))
 
 
-@click.command("confirm")
+@click.command("confirm", epilog=(
+    "\b\nExamples:\n"
+    "  autoresearch confirm --trial t0007 --recipe recipes/digits-speedrun --seeds 10\n"
+    "  autoresearch confirm --trial 1a2b3c4d --profile full --against baseline"))
 @click.option("--trial", "trial_ref", required=True,
               help="The trial to re-check: t0007, a run id, or a unique prefix of one.")
 @click.option("--profile", default="", help="The recipe profile to measure at [default: the trial's own].")

@@ -44,7 +44,11 @@ def _knobs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
     return tuple(v for v in value if v)  # MLproject passes '' for "not given"
 
 
-@click.command("sweep")
+@click.command("sweep", epilog=(
+    "\b\nExamples:\n"
+    "  autoresearch sweep --trial t0007 --recipe recipes/digits-speedrun --points 12\n"
+    "  autoresearch sweep --trial 1a2b3c4d --knob LR:1e-4:1e-2:log --knob EPOCHS:2:20:int\n"
+    "  mlflow run . -e sweep --env-manager local -P trial=<run id>"))
 @click.option("--trial", "trial_id", required=True,
               help="The accepted trial to sweep: t0007, a run id, or a unique prefix of one.")
 @click.option("--points", type=click.IntRange(min=1), default=12, show_default=True,
