@@ -115,6 +115,7 @@ def resolve_trial(ref: str, tracking_uri: str, *, experiment: str | None = None,
     if not experiment and parsed.number is not None and number_experiment \
             and client.get_experiment_by_name(number_experiment) is not None:
         experiment = number_experiment
+    experiments: dict[str, str] = {}
     if experiment:
         exp = client.get_experiment_by_name(experiment)
         if exp is None or exp.lifecycle_stage == "deleted":
@@ -122,20 +123,22 @@ def resolve_trial(ref: str, tracking_uri: str, *, experiment: str | None = None,
         experiments = {exp.experiment_id: exp.name}
         where = f"in experiment {experiment!r}"
     else:
-        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
         where = f"at {tracking_uri}"
 
     if parsed.full:
         try:
             run = client.get_run(parsed.prefix)
+            exp_name = experiments.get(run.info.experiment_id) if experiment else \
+                client.get_experiment(run.info.experiment_id).name
         except MlflowException:
-            run = None
-        if run is None or run.info.experiment_id not in experiments:
+            run = exp_name = None
+        if run is None or exp_name is None:
             raise UsageError(f"{option} {ref}: no such run {where}")
-        name = experiments[run.info.experiment_id]
-        store = MlflowStore(name, tracking_uri, create=False)
+        store = MlflowStore(exp_name, tracking_uri, create=False)
         return ResolvedTrial(store, store.get(run.info.run_id))
 
+    if not experiment:
+        experiments = {e.experiment_id: e.name for e in _all_experiments(client)}
     trial_filter = f"tags.`{S.KIND}` = 'trial'"
     if parsed.number is not None:
         flt = f"{trial_filter} AND tags.`{S.TRIAL}` = '{parsed.number}'"
@@ -149,3 +152,13 @@ def resolve_trial(ref: str, tracking_uri: str, *, experiment: str | None = None,
     trial = _one(sorted(records, key=lambda r: (r[1], r[0].number)), parsed, option, where)
     store = MlflowStore(found[trial.run_id][1], tracking_uri, create=False)
     return ResolvedTrial(store, store.get(trial.run_id))
+
+
+def _all_experiments(client) -> list:
+    out, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
