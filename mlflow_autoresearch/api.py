@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import UsageError
-from mlflow_autoresearch.lineage import Lineage, MlflowStore, TrialRecord, query_trial
+from mlflow_autoresearch.lineage import Lineage, MlflowStore, TrialRecord, match_trial, query_trial, resolve_trial
 from mlflow_autoresearch.recipe import Recipe, load_recipe
 from mlflow_autoresearch.settings import tracking_uri as resolve_uri
 from mlflow_autoresearch.trial import create_trial, evaluate_folder, evaluate_trial, recipe_of
@@ -57,24 +56,11 @@ def evaluate_command(
         _report(rec, progress)
         return rec
 
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     # Bad input is refused before the tracking store is touched (or, for SQLite, created).
-    if recipe_dir is not None:
-        load_recipe(recipe_dir, profile)
-    if not re.fullmatch(r"[0-9a-f]{32}", trial_id):
-        raise UsageError(f"--trial {trial_id!r}: not an MLflow run id (32 hexadecimal digits)")
-    uri = resolve_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UsageError(f"--trial {trial_id}: there is no tracking store at {uri}")
-    client = MlflowClient(uri)
-    try:
-        exp_name = client.get_experiment(client.get_run(trial_id).info.experiment_id).name
-    except MlflowException as e:
-        raise UsageError(f"--trial {trial_id}: no such run in {uri} ({e.error_code})") from None
-    store = MlflowStore(exp_name, uri, create=False)
-    trial = store.get(trial_id)
+    named = load_recipe(recipe_dir, profile).name if recipe_dir is not None else None
+    resolved = resolve_trial(trial_id, resolve_uri(tracking_uri), experiment=experiment, number_experiment=named)
+    store, trial = resolved.store, resolved.trial
+    trial_id, client = trial.run_id, store.client
     recipe = load_recipe(recipe_dir, profile or trial.tags.get(S.PROFILE) or None) if recipe_dir else recipe_of(trial)
     if trial.tags.get(S.KIND) == "confirm":
         of = store.get(trial.tags[S.MEASURES])
@@ -128,7 +114,8 @@ def lineage_command(*, recipe_dir, profile, experiment, tracking_uri, role=None,
     store = open_store(recipe, experiment or None, tracking_uri)
     lineage = Lineage.load(store, recipe.metric.goal)
     if trial_ref:
-        return query_trial(store, lineage, trial_ref)
+        t = match_trial(lineage.trials, trial_ref, where=f"in experiment {store.experiment_name!r}")
+        return query_trial(store, lineage, t.run_id)
     return lineage.render(role)
 
 

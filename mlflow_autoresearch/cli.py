@@ -41,8 +41,28 @@ def _echo(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@click.group()
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlflow-autoresearch")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+TRIAL_FORMS = "t0007, a run id, or a unique prefix of one (6+ characters)"
+
+
+def examples(*lines: str) -> str:
+    """A click epilog: the command's examples, one per line, kept as typed (\b stops rewrapping)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@click.group(epilog="Shell completion (bash): eval \"$(_AUTORESEARCH_COMPLETE=bash_source autoresearch)\"; "
+                    "zsh and fish: see docs/cli.md.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(_version(), "--version", prog_name="autoresearch",
+                      message="%(prog)s %(version)s")
 def cli(verbose: bool) -> None:
     """Specialist agents that propose, measure and revise training recipes, tracked in MLflow."""
     _setup_logging(verbose)
@@ -60,11 +80,15 @@ tracking_option = click.option("--tracking-uri", default=None,
                                help="Tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].")
 
 
-@cli.command()
+@cli.command(epilog=examples(
+    "autoresearch evaluate --recipe recipes/digits-speedrun           # the recipe's own code",
+    "autoresearch evaluate --recipe recipes/digits-speedrun --code my/ # a folder of edited code",
+    "autoresearch evaluate --trial t0007 --recipe recipes/digits-speedrun",
+    "autoresearch evaluate --trial 1a2b3c4d                            # a run-id prefix"))
 @recipe_option
 @click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder with the code to score [default: the recipe's own code].")
-@click.option("--trial", "trial_id", default=None, help="Re-score this trial run id instead.")
+@click.option("--trial", "trial_id", default=None, help=f"Re-score this trial instead: {TRIAL_FORMS}.")
 @profile_option
 @experiment_option
 @tracking_option
@@ -86,7 +110,11 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
     click.echo(rec.run_id)
 
 
-@cli.command()
+@cli.command(epilog=examples(
+    "autoresearch run --recipe recipes/digits-speedrun --trials 20 --agent offline",
+    "autoresearch run --recipe recipes/digits-speedrun --profile quick --trials 6 --in-process",
+    "autoresearch run --recipe recipes/digits-speedrun --agent claude --dollars 5",
+    "mlflow run . -e autoresearch --env-manager local -P trials=5"))
 @recipe_option
 @profile_option
 @experiment_option
@@ -145,13 +173,17 @@ def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
                 flags=flags, echo=_echo)
 
 
-@cli.command()
+@cli.command(epilog=examples(
+    "autoresearch lineage --recipe recipes/digits-speedrun",
+    "autoresearch lineage --recipe recipes/digits-speedrun --role optimization",
+    "autoresearch lineage --recipe recipes/digits-speedrun --trial t0007",
+    "autoresearch lineage --recipe recipes/digits-speedrun --trial 1a2b3c4d"))
 @recipe_option
 @profile_option
 @experiment_option
 @tracking_option
 @click.option("--role", default=None, help="Add this specialist's own last trials.")
-@click.option("--trial", "trial_ref", default=None, help="Show one trial in full (t0007 or a run id).")
+@click.option("--trial", "trial_ref", default=None, help=f"Show one trial in full: {TRIAL_FORMS}.")
 @handles_errors
 def lineage(recipe_dir, profile, experiment, tracking_uri, role, trial_ref) -> None:
     """Print the lineage views an agent reads."""
@@ -159,6 +191,33 @@ def lineage(recipe_dir, profile, experiment, tracking_uri, role, trial_ref) -> N
 
     click.echo(lineage_command(recipe_dir=recipe_dir, profile=profile, experiment=experiment,
                                tracking_uri=tracking_uri, role=role, trial_ref=trial_ref))
+
+
+@cli.command(epilog=examples(
+    "autoresearch ui                                   # ./mlflow.db, its only experiment, a free port",
+    "autoresearch ui --experiment digits-speedrun --port 5000",
+    "autoresearch ui --tracking-uri sqlite:///runs/mlflow.db"))
+@click.option("--experiment", default=None,
+              help="Experiment to open [default: the recipe's, else the store's only one, else the list].")
+@recipe_option
+@tracking_option
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port on 127.0.0.1 [default: a free one].")
+@handles_errors
+def ui(experiment, recipe_dir, tracking_uri, port) -> None:
+    """Start the MLflow UI on this store (127.0.0.1) and print a link to the experiment's trials.
+
+    The link opens the runs table in MLflow's model-training view.  Ctrl-C stops the server.
+    A tracking server (http/https) already serves the UI: only the link is printed.
+    """
+    from mlflow_autoresearch.settings import tracking_uri as resolve_uri
+    from mlflow_autoresearch.ui import serve
+
+    if recipe_dir is not None and experiment is None:
+        from mlflow_autoresearch.recipe import load_recipe
+
+        experiment = load_recipe(recipe_dir).name
+    serve(resolve_uri(tracking_uri), experiment=experiment, port=port, say=_echo,
+          show=lambda link: click.echo(link))
 
 
 def main() -> None:

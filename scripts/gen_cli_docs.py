@@ -31,6 +31,25 @@ Every command reads the tracking store from `--tracking-uri`, else
 `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder.
 Bad input (a recipe, a flag) ends with one line on stderr and exit code 2,
 before anything is written to the store.
+
+A trial is named the same way in every command that takes `--trial`
+(`evaluate`, `lineage`, `sweep`, `confirm`): `t0007` (its number in the
+experiment), its full run id, or a unique prefix of the run id of at least 6
+characters (the views show the first 8 beside each number). An id that names
+no trial, or several (a number in two experiments, a short prefix), exits 2
+and names the candidates; `--experiment` (or `--recipe`) narrows a number to
+one experiment.
+
+## Shell completion
+
+Commands, options and choices complete in bash, zsh and fish (click's own
+completion). Add one line to your shell's startup file:
+
+```bash
+eval "$(_AUTORESEARCH_COMPLETE=bash_source autoresearch)"    # ~/.bashrc
+eval "$(_AUTORESEARCH_COMPLETE=zsh_source autoresearch)"     # ~/.zshrc
+_AUTORESEARCH_COMPLETE=fish_source autoresearch | source     # ~/.config/fish/completions/autoresearch.fish
+```
 """
 
 

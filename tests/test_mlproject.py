@@ -40,3 +40,7 @@ def test_autoresearch_entry_point_runs_the_loop(toy_recipe, tmp_path, monkeypatc
     trials = MlflowStore("toy", uri).trials()
     assert [t.specialist for t in trials][0] == "baseline" and len(trials) == 2
     assert all(t.finished for t in trials)
+    # The run `mlflow run` made for the entry point (in Default) is the loop's session run, not an empty one.
+    session = mlflow.tracking.MlflowClient(uri).get_run(submitted.run_id)
+    assert session.info.experiment_id == "0" and session.data.tags["autoresearch.kind"] == "session"
+    assert session.data.tags["autoresearch.session_experiment"] == "toy" and session.data.metrics["trials"] == 1

@@ -198,7 +198,7 @@ def test_cli_bad_arguments_exit_2_and_write_nothing(tmp_path, cli_home):
     assert_refused(runner.invoke(cli, ["evaluate", "--recipe", str(good), "--code", str(tmp_path / "nope")]),
                    "does not exist")
     assert_refused(runner.invoke(cli, ["evaluate", "--recipe", str(good), "--profile", "fast"]), "no profile 'fast'")
-    assert_refused(runner.invoke(cli, ["evaluate", "--trial", "t0007; rm -rf /"]), "not an MLflow run id")
+    assert_refused(runner.invoke(cli, ["evaluate", "--trial", "t0007; rm -rf /"]), "not a trial id")
     assert_refused(runner.invoke(cli, ["evaluate", "--trial", "a" * 32]), "there is no tracking store")
     assert_nothing_written(cli_home)
 

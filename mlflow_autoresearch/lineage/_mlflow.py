@@ -28,6 +28,8 @@ claimed, so a duplicate can never appear in the lineage.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import shutil
 import tempfile
@@ -63,6 +65,10 @@ PAGE = 10_000
 DRAFT = S.PREFIX + "draft"  # random token on a new run: finds the duplicate a retried create_run may leave
 WRITE_CHECK = S.PREFIX + "write_check"  # ledger tag written by check_write_access
 RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run
+# MLflow's UI opens an experiment in its GenAI view unless this tag says it is model training
+# (the UI's own values: genai_development, custom_model_development, ...).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 _TRIALS = f"tags.`{S.KIND}` = 'trial'"
 
 
@@ -85,6 +91,54 @@ def _sqlite_gate(uri: str) -> threading.BoundedSemaphore | None:
         return None
     with _GATES_LOCK:
         return _GATES.setdefault(uri, threading.BoundedSemaphore(SQLITE_CALLS_AT_ONCE))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for a server, or an in-memory database)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or ":memory:" in uri:
+        return None
+    return Path(uri[len(prefix):].split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def _schema_lock(db: Path):
+    """Hold an exclusive ``flock`` on ``<db>.lock`` (beside the database) while MLflow opens it.
+
+    Opening a new SQLite store runs MLflow's schema migrations, which are not safe to run twice at
+    once: a second process starting on the same new file then dies in alembic
+    (``duplicate column name: step``).  Processes that open the store here take turns; the
+    second finds the tables made and only checks them.  No lock (a warning) when the folder
+    cannot hold the lock file: a read-only store needs no migration.
+    """
+    try:
+        fh = open(f"{db}.lock", "a")  # noqa: SIM115 -- held for the block
+    except OSError as e:
+        logger.debug("no schema lock for %s: %s", db, e)
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def open_client(tracking_uri: str | None = None) -> MlflowClient:
+    """An ``MlflowClient`` of ``tracking_uri``; a local SQLite store is created (migrated) under a file lock.
+
+    Safe for several processes creating the same new store at once.  The store is created once
+    per process (MLflow caches it by URI), so later calls cost no lock wait worth noting.
+    """
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    db = sqlite_path(uri)
+    if db is None or not db.parent.is_dir():
+        return MlflowClient(uri)
+    with _schema_lock(db):
+        return MlflowClient(uri)
 
 
 def _error_code(e: MlflowException) -> str:
@@ -114,7 +168,7 @@ class MlflowStore(LineageStore):
         experiment_tags: Mapping[str, str] | None = None,
     ) -> None:
         self.experiment_name = experiment_name
-        client = MlflowClient(tracking_uri)
+        client = open_client(tracking_uri)
         self.client = RetryingClient(client, gate=_sqlite_gate(client.tracking_uri))
         self.tracking_uri = self.client.tracking_uri
         self.experiment_id = self._experiment(create, experiment_tags or {})
@@ -148,11 +202,14 @@ class MlflowStore(LineageStore):
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
                     raise StoreError(f"experiment {self.experiment_name!r} is deleted; restore it or pick another name")
+                if create and EXPERIMENT_KIND_TAG not in exp.tags:  # made before this tag was set
+                    self._mark_kind(exp.experiment_id)
                 return exp.experiment_id
             if not create:
                 raise StoreError(f"no experiment named {self.experiment_name!r} at {self.tracking_uri}")
             try:
-                exp_id = self.client.create_experiment(self.experiment_name, tags=dict(tags))
+                exp_id = self.client.create_experiment(self.experiment_name,
+                                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **tags})
             except MlflowException as e:
                 if _error_code(e) != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -164,6 +221,12 @@ class MlflowStore(LineageStore):
             return exp_id
         except MlflowException as e:
             raise self._translate(e, f"opening experiment {self.experiment_name!r}") from None
+
+    def _mark_kind(self, experiment_id: str) -> None:
+        try:
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except MlflowException as e:  # e.g. read-only access: the UI then only opens another view
+            logger.debug("could not tag experiment %s as model training: %s", experiment_id, e)
 
     def _ledger(self) -> str:
         if self._ledger_id:

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from functools import cached_property
 
 from mlflow_autoresearch import schema as S
+from mlflow_autoresearch._errors import UsageError
 from mlflow_autoresearch._untrusted import defence, quote
 from mlflow_autoresearch.lineage._record import TrialRecord
+from mlflow_autoresearch.lineage._resolve import SHORT_ID, match_trial
 from mlflow_autoresearch.lineage._store import LineageStore
 from mlflow_autoresearch.outcome import Direction, Outcome
 
@@ -27,6 +29,11 @@ def _cell(text: str, limit: int = 90) -> str:
 
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.5g}"
+
+
+def ident(t: TrialRecord) -> str:
+    """``t0007 1a2b3c4d``: the trial number and the start of its run id, each accepted by ``--trial``."""
+    return f"{t.short} {t.run_id[:SHORT_ID]}"
 
 
 def _bound(text: str, limit: int = VIEW_CHARS) -> str:
@@ -190,12 +197,12 @@ class Lineage:
 
     # ----- views ----------------------------------------------------------
     def leaderboard(self, k: int = 10) -> str:
-        rows = ["| rank | trial | estimate (n) | gain vs parent | specialist | hypothesis |", "|---|---|---|---|---|---|"]
+        rows = ["| rank | trial (run) | estimate (n) | gain vs parent | specialist | hypothesis |", "|---|---|---|---|---|---|"]
         for i, t in enumerate(self._kept[:k], 1):
             parent = self.by_id.get(t.parent_id) if t.parent_id else None
             gain = self.direction.gain(self.estimate(t), self.estimate(parent)) if parent else None
             n = len(self.values_of(t)[0])
-            rows.append(f"| {i} | {t.short} | {_fmt(self.estimate(t))} ({n}) | {_fmt(gain)} | {t.specialist} | "
+            rows.append(f"| {i} | {ident(t)} | {_fmt(self.estimate(t))} ({n}) | {_fmt(gain)} | {t.specialist} | "
                         f"{_cell(t.hypothesis)} |")
         if len(rows) == 2:
             rows.append("| — | no kept trials yet | | | | |")
@@ -213,7 +220,7 @@ class Lineage:
         for i, t in enumerate(shown):
             if len(path) > k and i == 2:
                 lines.append(f"- … {len(path) - k} steps omitted …")
-            lines.append(f"- {t.short} [{t.specialist}] score {_fmt(t.score)}: {_cell(t.hypothesis, 120)}")
+            lines.append(f"- {ident(t)} [{t.specialist}] score {_fmt(t.score)}: {_cell(t.hypothesis, 120)}")
         return _bound("### Path from the baseline to the best\n" + "\n".join(lines))
 
     def best_children(self, k: int = 10) -> str:
@@ -222,7 +229,7 @@ class Lineage:
             return "### Children of the best\n(no best yet)"
         kids = [t for t in self.children(best.run_id) if t.finished][-k:]
         lines = [self._line(t) for t in kids] or ["(none yet: every idea tried on the best is new)"]
-        return _bound(f"### Children of the best ({best.short})\n" + "\n".join(lines))
+        return _bound(f"### Children of the best ({ident(best)})\n" + "\n".join(lines))
 
     def recent(self, k: int = 8) -> str:
         recent = sorted(self._finished, key=lambda t: t.end_time or 0)[-k:]
@@ -261,7 +268,7 @@ class Lineage:
         return "\n\n".join(parts)
 
     def _line(self, t: TrialRecord, feedback: bool = False) -> str:
-        head = f"- {t.short} [{t.specialist}] {t.outcome.value if t.outcome else t.status}"
+        head = f"- {ident(t)} [{t.specialist}] {t.outcome.value if t.outcome else t.status}"
         head += f"/{t.decision}" if t.decision else ""
         head += f" score {_fmt(t.score)}: {_cell(t.hypothesis, 100)}"
         if t.tags.get(S.PREFIX + "transfer_verdict"):  # autoresearch confirm
@@ -276,9 +283,10 @@ class Lineage:
 
 def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int = 40) -> str:
     """One trial in full: tags, feedback, diff and the end of its logs.  Bounded."""
-    t = _resolve(lineage, ref)
-    if t is None:
-        return f"no trial {ref!r}; use a trial number like t0007 or a run id"
+    try:
+        t = match_trial(lineage.trials, ref, option="trial")
+    except UsageError as e:
+        return f"no trial {ref!r}: {str(e).split(': ', 1)[-1]}"
     parts = [f"## {t.name} ({t.run_id})", f"specialist: {t.specialist}; parent: "
              f"{lineage.by_id[t.parent_id].short if t.parent_id in lineage.by_id else '—'}",
              f"outcome: {t.outcome.value if t.outcome else t.status}; decision: {t.decision}; score: {_fmt(t.score)}",
@@ -295,13 +303,3 @@ def query_trial(store: LineageStore, lineage: Lineage, ref: str, tail_lines: int
                          f"{_bound(quote(tail, name, max_lines=tail_lines, width=200), 3000)}\n```")
     return _bound("\n".join(parts), 12000)
 
-
-def _resolve(lineage: Lineage, ref: str) -> TrialRecord | None:
-    ref = ref.strip()
-    if ref in lineage.by_id:
-        return lineage.by_id[ref]
-    digits = ref.lstrip("tT#")
-    if digits.isdigit():
-        n = int(digits)
-        return next((t for t in lineage.trials if t.number == n), None)
-    return None

@@ -29,6 +29,7 @@ from mlflow_autoresearch.evaluator import check_code
 from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
 from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
 from mlflow_autoresearch.loop._policy import Choice, Policy
+from mlflow_autoresearch.loop._session import close_session_run, mark_session_run
 from mlflow_autoresearch.loop._slots import detect_slots, job_slots
 from mlflow_autoresearch.outcome import Decision, Outcome
 from mlflow_autoresearch.recipe import Recipe
@@ -352,6 +353,9 @@ class Loop:
                         if self.settings.agent == "auto" else "offline specialists (deterministic playbook)",
                         "claude": f"Claude specialists ({self.settings.model})"}.get(self.agent, self.agent)
         self.echo(f"autoresearch: recipe {self.recipe.name}, experiment {self.store.experiment_name!r} at {self.uri}")
+        client = getattr(self.store, "client", None)
+        session = mark_session_run(client, self.store.experiment_name, getattr(self.store, "experiment_id", ""),
+                                   self.recipe.name, self.settings.worker) if client is not None else None
         self.echo(f"autoresearch: {backend_note}; {len(self.slots)} slot(s); worker {self.settings.worker!r}")
         try:
             if callable(getattr(self.specialist, "check", None)):  # endpoint and credentials, before the baseline
@@ -372,6 +376,7 @@ class Loop:
                   f"best {best.short + ' ' + format(best.score, '.5g') if best and best.score is not None else '—'}; "
                   f"slot utilization {result.utilization:.0%}; ${result.dollars:.2f} spent")
         self._log_report()
+        close_session_run(client, session, result)
         if self._fatal is not None:
             raise self._fatal
         return result

@@ -46,8 +46,12 @@ def compare_command(experiments, out_dir, tracking_uri, goal, title) -> None:
     click.echo(str(path))
 
 
-@click.command("confirm")
-@click.option("--trial", "trial_ref", required=True, help="The trial to re-check: a run id.")
+@click.command("confirm", epilog=(
+    "\b\nExamples:\n"
+    "  autoresearch confirm --trial t0007 --recipe recipes/digits-speedrun --seeds 10\n"
+    "  autoresearch confirm --trial 1a2b3c4d --profile full --against baseline"))
+@click.option("--trial", "trial_ref", required=True,
+              help="The trial to re-check: t0007, a run id, or a unique prefix of one.")
 @click.option("--profile", default="", help="The recipe profile to measure at [default: the trial's own].")
 @click.option("--seeds", type=click.IntRange(min=2, max=200), default=10, help="Paired seeds (each code once per seed).")
 @click.option("--against", type=click.Choice(["parent", "baseline"]), default="parent",
@@ -57,32 +61,21 @@ def compare_command(experiments, out_dir, tracking_uri, goal, title) -> None:
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, help="Of the paired test.")
 @click.option("--tracking-uri", default=None,
               help="Tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].")
+@click.option("--experiment", default=None, help="Experiment of the trial [default: found from the trial id].")
 @handles_errors
-def confirm_command(trial_ref, profile, seeds, against, recipe_dir, confidence, tracking_uri) -> None:
+def confirm_command(trial_ref, profile, seeds, against, recipe_dir, confidence, tracking_uri, experiment) -> None:
     """Re-score a trial at another profile and over many seeds, its parent (or the baseline) measured beside it
     on the same seeds; the paired result is recorded as runs nested under the trial."""
-    import re
-
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     from mlflow_autoresearch import schema as S
     from mlflow_autoresearch._errors import UsageError
-    from mlflow_autoresearch.lineage import MlflowStore
+    from mlflow_autoresearch.lineage import resolve_trial
     from mlflow_autoresearch.recipe import load_recipe
     from mlflow_autoresearch.research._confirm import confirm_trial
     from mlflow_autoresearch.settings import tracking_uri as resolve_uri
 
-    if not re.fullmatch(r"[0-9a-f]{32}", trial_ref):
-        raise UsageError(f"--trial {trial_ref!r}: not an MLflow run id (32 hexadecimal digits)")
-    uri = resolve_uri(tracking_uri)
-    client = MlflowClient(uri)
-    try:
-        exp = client.get_experiment(client.get_run(trial_ref).info.experiment_id).name
-    except MlflowException as e:
-        raise UsageError(f"--trial {trial_ref}: no such run in {uri} ({e.error_code})") from None
-    store = MlflowStore(exp, uri, create=False)
-    trial = store.get(trial_ref)
+    named = load_recipe(recipe_dir, profile or None).name if recipe_dir else None
+    resolved = resolve_trial(trial_ref, resolve_uri(tracking_uri), experiment=experiment, number_experiment=named)
+    store, trial = resolved.store, resolved.trial
     folder = recipe_dir or trial.tags.get(S.RECIPE_DIR)
     if not folder:
         raise UsageError(f"--trial {trial.short} names no recipe folder; pass --recipe")

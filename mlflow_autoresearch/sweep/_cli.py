@@ -44,8 +44,13 @@ def _knobs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
     return tuple(v for v in value if v)  # MLproject passes '' for "not given"
 
 
-@click.command("sweep")
-@click.option("--trial", "trial_id", required=True, help="Run id of the accepted trial to sweep.")
+@click.command("sweep", epilog=(
+    "\b\nExamples:\n"
+    "  autoresearch sweep --trial t0007 --recipe recipes/digits-speedrun --points 12\n"
+    "  autoresearch sweep --trial 1a2b3c4d --knob LR:1e-4:1e-2:log --knob EPOCHS:2:20:int\n"
+    "  mlflow run . -e sweep --env-manager local -P trial=<run id>"))
+@click.option("--trial", "trial_id", required=True,
+              help="The accepted trial to sweep: t0007, a run id, or a unique prefix of one.")
 @click.option("--points", type=click.IntRange(min=1), default=12, show_default=True,
               help="Points in the study (a rerun evaluates only the missing ones).")
 @click.option("--knob", "knob_specs", multiple=True, callback=_knobs,
@@ -62,42 +67,37 @@ def _knobs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -
 @click.option("--recipe", "recipe_dir", default=None, help="Recipe folder [default: the one named on the trial].")
 @click.option("--tracking-uri", default=None,
               help="Tracking store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db].")
+@click.option("--experiment", default=None, help="Experiment of the trial [default: found from the trial id].")
 @click.option("--gpu", default="", help="Pin points to these CUDA devices (sets CUDA_VISIBLE_DEVICES).")
 def sweep_command(trial_id, points, knob_specs, storage, sampler, seed, seeds, pruner, prune_metric, study_name,
-                  no_submit, recipe_dir, tracking_uri, gpu) -> None:
+                  no_submit, recipe_dir, tracking_uri, experiment, gpu) -> None:
     """Tune the numeric knobs of an accepted trial with Optuna; its best point becomes a new trial."""
     from mlflow_autoresearch.cli import handles_errors
 
     handles_errors(_sweep)(trial_id=trial_id, points=points, knob_specs=knob_specs, storage=storage or None,
                            sampler=sampler, seed=seed, seeds=seeds or None, pruner=pruner,
                            prune_metric=prune_metric or None, study_name=study_name or None, submit=not no_submit,
-                           recipe_dir=recipe_dir or None, tracking_uri=tracking_uri or None, gpu=gpu or None)
+                           recipe_dir=recipe_dir or None, tracking_uri=tracking_uri or None,
+                           experiment=experiment or None, gpu=gpu or None)
 
 
 def _sweep(*, trial_id, points, knob_specs, storage, sampler, seed, seeds, pruner, prune_metric, study_name, submit,
-           recipe_dir, tracking_uri, gpu) -> None:
+           recipe_dir, tracking_uri, experiment, gpu) -> None:
     knobs = [parse_knob(s) for s in knob_specs] or None  # refuse a malformed flag before touching any store
     import optuna
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from mlflow_autoresearch import schema as S
-    from mlflow_autoresearch._errors import StoreError
-    from mlflow_autoresearch.lineage import MlflowStore
+    from mlflow_autoresearch.lineage import resolve_trial
     from mlflow_autoresearch.recipe import load_recipe
     from mlflow_autoresearch.settings import tracking_uri as resolve_uri
     from mlflow_autoresearch.sweep._sweep import run_sweep
 
     if not logging.getLogger("mlflow_autoresearch").isEnabledFor(logging.DEBUG):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    uri = resolve_uri(tracking_uri)
-    client = MlflowClient(uri)
-    try:
-        exp_name = client.get_experiment(client.get_run(trial_id).info.experiment_id).name
-    except MlflowException as e:
-        raise StoreError(f"no run {trial_id!r} at {uri}: {e.message}") from None
-    store = MlflowStore(exp_name, uri, create=False)
-    trial = store.get(trial_id)
+    named = load_recipe(recipe_dir).name if recipe_dir else None
+    resolved = resolve_trial(trial_id, resolve_uri(tracking_uri), experiment=experiment, number_experiment=named)
+    store, trial, client = resolved.store, resolved.trial, resolved.store.client
+    trial_id = trial.run_id
     recipe = load_recipe(recipe_dir, trial.tags.get(S.PROFILE)) if recipe_dir else None
 
     def echo(msg: str) -> None:

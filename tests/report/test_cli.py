@@ -45,8 +45,9 @@ def test_report_command_writes_the_page_and_logs_a_summary_run(toy_lineage, runn
 
 
 def test_report_command_refuses_unclear_input(toy_lineage, runner, tmp_path):
-    result = runner.invoke(cli, ["report", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "--experiment NAME" in result.output
+    result = runner.invoke(cli, ["report", "--out", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
+    assert result.exit_code == 2 and "there is no tracking store at" in result.output
+    assert not (tmp_path / "none.db").exists()
     result = runner.invoke(cli, ["report", "--experiment", "no-such-study", "--tracking-uri", toy_lineage.uri,
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2
