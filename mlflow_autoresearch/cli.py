@@ -42,6 +42,10 @@ def _echo(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def _silent(msg: str) -> None:
+    pass
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
@@ -86,7 +90,7 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 
     rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
                            experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
-                           gpu=gpu or None, progress=None if quiet else _echo, facts_only=facts_only)
+                           gpu=gpu or None, progress=_silent if quiet else _echo, facts_only=facts_only)
     if not quiet:
         click.echo(rec.run_id)
 

@@ -247,6 +247,7 @@ class LiveDisplay:
 
     def trial(self, line: str, status: Callable[[], str]) -> None:
         self._write(line)
+        self._status = status
         self._refresh()
 
     def start(self, status: Callable[[], str]) -> None:
