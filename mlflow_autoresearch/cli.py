@@ -47,7 +47,8 @@ def _silent(msg: str) -> None:
 
 
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug logging; `run` also shows MLflow's INFO lines and each evaluation's own output.")
 def cli(verbose: bool) -> None:
     """Specialist agents that propose, measure and revise training recipes, tracked in MLflow."""
     _setup_logging(verbose)
@@ -152,8 +153,9 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
     """Run the propose-measure-revise loop on a recipe.
 
-    Ctrl-C stops it cleanly (trials in flight are cancelled and evaluated again on resume) and exits
-    130; run the same command again to resume.
+    On a terminal a status line at the bottom shows trials finished of --trials, the best, elapsed
+    time and an estimate of the time left; elsewhere each finished trial prints two plain lines.
+    Ctrl-C stops it cleanly and exits 130 (a second Ctrl-C aborts); the same command resumes.
     """
     from mlflow_autoresearch.api import run_command
 
