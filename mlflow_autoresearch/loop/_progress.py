@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -243,7 +244,9 @@ class LiveDisplay:
             tqdm.write(text, file=self.stream)
 
     def message(self, text: str) -> None:
-        self._write(text)
+        # Wrapped at words on a terminal (a pipe or a log file gets each message on one line).
+        self._write("\n".join(textwrap.fill(ln, self.width, subsequent_indent="    ", break_long_words=False,
+                                             break_on_hyphens=False) or ln for ln in text.splitlines() or [""]))
 
     def trial(self, line: str, status: Callable[[], str]) -> None:
         self._write(line)
@@ -255,8 +258,9 @@ class LiveDisplay:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         self._status = status
+        # nrows given: a terminal that reports 0 rows (some ptys) would make tqdm hide the line.
         self._bar = tqdm(total=0, file=self.stream, bar_format="{desc}", ncols=self.width, leave=True,
-                         dynamic_ncols=False)
+                         dynamic_ncols=False, nrows=max(shutil.get_terminal_size((WIDTH, 24)).lines, 2))
         self._redirect = logging_redirect_tqdm()  # log records print above the status line, not through it
         self._redirect.__enter__()
         self._refresh()

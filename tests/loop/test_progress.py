@@ -101,9 +101,12 @@ def test_a_terminal_gets_a_live_status_line_and_a_pipe_plain_lines(monkeypatch):
     assert isinstance(display, LiveDisplay) and display.width <= 80
     display.start(lambda: "1/2 trials | best 0.5 (t0000)")
     display.trial("t0001 discard ok 0.75 · systems: raise SCORE", lambda: "2/2 trials | best 0.5 (t0000)")
+    display.message("t0001: discard after 2 confirmation pair(s): " + "not confirmed " * 10)
     display.close()
     out = term.getvalue()
     assert "\r" in out and "t0001 discard ok 0.75" in out and "2/2 trials | best 0.5 (t0000)" in out
+    assert "t0001: discard after 2 confirmation pair(s): not confirmed" in out
+    assert all(len(ln) <= 80 for chunk in out.split("\r") for ln in chunk.splitlines()), out  # long messages wrap
     monkeypatch.setenv("TERM", "dumb")
     assert isinstance(make_display(print, _Terminal()), PlainDisplay)
 
