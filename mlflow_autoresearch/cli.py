@@ -89,6 +89,8 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
     """
     from mlflow_autoresearch.api import evaluate_command
 
+    if quiet:  # the evaluator's per-seed lines too, on every path (confirmation runs log them)
+        logging.getLogger("mlflow_autoresearch").setLevel(logging.WARNING)
     rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
                            experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
                            gpu=gpu or None, progress=_silent if quiet else _echo, facts_only=facts_only)

@@ -119,7 +119,7 @@ def test_mlflow_info_lines_only_with_verbose(tmp_path, verbose):
     recipe = write_recipe(tmp_path / "toy", TOY_SPEC, {"train.py": TOY_TRAIN})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowStore("toy", uri)  # the database exists before the loop starts
-    cmd = _command(recipe, uri, 0)
+    cmd = _command(recipe, uri, 0)  # the baseline only: one evaluation through `mlflow run`
     if verbose:
         cmd.insert(3, "-v")
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
