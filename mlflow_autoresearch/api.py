@@ -119,8 +119,13 @@ def lineage_command(*, recipe_dir, profile, experiment, tracking_uri, role=None,
     return lineage.render(role)
 
 
-def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, echo) -> None:
+def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, echo, verbose: bool = False):
+    """The loop, shown as a live status line on a terminal (plain lines elsewhere); its LoopResult.
+
+    Unless ``verbose``, the evaluator's per-seed lines and MLflow's INFO lines are left out.
+    """
     from mlflow_autoresearch.loop import run_loop
+    from mlflow_autoresearch.loop._progress import make_display
     from mlflow_autoresearch.settings import make_settings
 
     # MLproject passes '' for a parameter left at its empty default: that means "not given".
@@ -128,4 +133,12 @@ def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, e
     flags = {k: (None if v == "" else v) for k, v in flags.items()}
     recipe = _recipe(recipe_dir, profile)
     settings = make_settings(profile=profile, experiment=experiment, tracking_uri=tracking_uri, **flags)
-    run_loop(recipe, settings, echo=echo)
+    display = make_display(echo)
+    per_seed = logging.getLogger("mlflow_autoresearch.evaluator")  # "seed 1/2: training" for every trial
+    level = per_seed.level
+    if not verbose:
+        per_seed.setLevel(logging.WARNING)
+    try:
+        return run_loop(recipe, settings, echo=display.message, display=display, verbose=verbose)
+    finally:
+        per_seed.setLevel(level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def _echo(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def _silent(msg: str) -> None:
+    pass
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -60,7 +65,8 @@ def examples(*lines: str) -> str:
 
 @click.group(epilog="Shell completion (bash): eval \"$(_AUTORESEARCH_COMPLETE=bash_source autoresearch)\"; "
                     "zsh and fish: see docs/cli.md.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Debug logging; `run` also shows MLflow's INFO lines and each evaluation's own output.")
 @click.version_option(_version(), "--version", prog_name="autoresearch",
                       message="%(prog)s %(version)s")
 def cli(verbose: bool) -> None:
@@ -96,18 +102,24 @@ tracking_option = click.option("--tracking-uri", default=None,
 @click.option("--gpu", default="", help="Pin the trial to these CUDA devices (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--facts-only", is_flag=True, default=False,
               help="Record the evaluator's facts and stop: the loop that submitted this evaluation decides.")
+@click.option("--quiet", is_flag=True, default=False, envvar="AUTORESEARCH_QUIET",
+              help="Print only warnings and errors, not the progress and the run id (the loop sets "
+                   "AUTORESEARCH_QUIET=1 for the evaluations it submits, unless -v).")
 @handles_errors
-def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only) -> None:
+def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only, quiet) -> None:
     """Score one trial: record CODE (or the recipe's code) as a trial, or re-score --trial.
 
     The keep decision follows: a trial that beats the best is confirmed with paired seeds first.
     """
     from mlflow_autoresearch.api import evaluate_command
 
+    if quiet:  # the evaluator's per-seed lines too, on every path (confirmation runs log them)
+        logging.getLogger("mlflow_autoresearch").setLevel(logging.WARNING)
     rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
                            experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
-                           gpu=gpu or None, progress=_echo, facts_only=facts_only)
-    click.echo(rec.run_id)
+                           gpu=gpu or None, progress=_silent if quiet else _echo, facts_only=facts_only)
+    if not quiet:
+        click.echo(rec.run_id)
 
 
 @cli.command(epilog=examples(
@@ -119,7 +131,10 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 @profile_option
 @experiment_option
 @tracking_option
-@click.option("--trials", type=int, default=None, help="Trials to run after the baseline [default: 20].")
+@click.option("--trials", type=int, default=None,
+              help="Total trials of this --worker in the experiment, kept in the store: a rerun of the same "
+                   "command tops up to it (resumes), it does not add that many again. The baseline, refused "
+                   "duplicate proposals and harness errors (retried) do not count [default: 20].")
 @click.option("--agent", default=None,
               help="Specialist backend: offline, claude, auto (claude when ANTHROPIC_API_KEY is set), "
                    "or module:Factory [default: auto].")
@@ -166,11 +181,25 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
               help="Import the lessons and kept changes of this experiment (repeatable).")
 @handles_errors
 def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
-    """Run the propose-measure-revise loop on a recipe."""
+    """Run the propose-measure-revise loop on a recipe.
+
+    On a terminal a status line at the bottom shows trials finished of --trials, the best, elapsed
+    time and an estimate of the time left; elsewhere each finished trial prints two plain lines.
+    Ctrl-C stops it cleanly and exits 130 (a second Ctrl-C aborts); the same command resumes.
+    """
     from mlflow_autoresearch.api import run_command
 
-    run_command(recipe_dir=recipe_dir, profile=profile, experiment=experiment, tracking_uri=tracking_uri,
-                flags=flags, echo=_echo)
+    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    again = "autoresearch " + shlex.join(sys.argv[1:])
+    try:
+        result = run_command(recipe_dir=recipe_dir, profile=profile, experiment=experiment,
+                             tracking_uri=tracking_uri, flags=flags, echo=_echo, verbose=verbose)
+    except KeyboardInterrupt:  # a second Ctrl-C: no clean finish
+        _echo(f"autoresearch: aborted; trials left running are evaluated again on resume: {again}")
+        sys.exit(130)
+    if result.interrupted:
+        _echo(f"autoresearch: interrupted; to resume, run the same command again: {again}")
+        sys.exit(130)
 
 
 @cli.command(epilog=examples(

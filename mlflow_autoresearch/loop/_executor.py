@@ -36,6 +36,11 @@ entry_points:
       recipe: {type: string, default: ""}
     command: "python -m mlflow_autoresearch.cli evaluate --trial {trial} --recipe {recipe} --facts-only"
 """
+# What a quiet evaluation's processes print: warnings and errors only.  MLflow's INFO lines
+# (mlflow.projects: "=== Running command ...", "=== Run ... succeeded ==="), its "View run ... at"
+# print, and the evaluate command's own progress and run id line are left out.
+QUIET_ENV = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+             "AUTORESEARCH_QUIET": "1"}
 
 
 def new_owner(pid: int | None = None) -> str:
@@ -112,12 +117,14 @@ class Evaluations:
 
     def __init__(self, store: LineageStore, recipe: Recipe, *, tracking_uri: str, experiment_id: str | None,
                  in_process: bool, backend: str = "local", backend_config: str | None = None,
-                 project_uri: str | None = None, leases: LeaseKeeper | None = None) -> None:
+                 project_uri: str | None = None, leases: LeaseKeeper | None = None, quiet: bool = True) -> None:
         self.store, self.recipe = store, recipe
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.in_process, self.backend, self.backend_config = in_process, backend, backend_config
         self.project_uri = project_uri
         self.leases = leases
+        # Local evaluations print to this terminal: quiet unless -v.  A cluster job's log keeps everything.
+        self.quiet = quiet and backend == "local"
         self._submit_lock = threading.Lock()
         self._active: dict[str, object] = {}
         self._adopted: dict[str, object] = {}  # run id -> a SLURM job found queued or running at resume
@@ -196,8 +203,10 @@ class Evaluations:
         config = _cluster.job_config(self.recipe, self._slurm_config, run_id) if self.on_cluster \
             else self.backend_config
         with self._submit_lock:  # the child inherits os.environ at submission: pin the slot's GPU
-            saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH")}
+            quiet = QUIET_ENV if self.quiet else {}
+            saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "MLFLOW_TRACKING_URI", "PATH", *quiet)}
             try:
+                os.environ.update(quiet)
                 os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
                 # Asynchronous local runs start the `mlflow` command: make it this environment's.
                 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -29,9 +29,10 @@ from mlflow_autoresearch.evaluator import check_code
 from mlflow_autoresearch.lineage import Lineage, LineageStore, MlflowStore, TrialRecord, code_digest, write_snapshot
 from mlflow_autoresearch.loop._executor import Evaluations, LeaseKeeper, lease_is_stale, lease_value, new_owner
 from mlflow_autoresearch.loop._policy import Choice, Policy
+from mlflow_autoresearch.loop._progress import Display, PlainDisplay, Progress, fmt_duration, fmt_score, trial_line
 from mlflow_autoresearch.loop._session import close_session_run, mark_session_run
 from mlflow_autoresearch.loop._slots import detect_slots, job_slots
-from mlflow_autoresearch.outcome import Decision, Outcome
+from mlflow_autoresearch.outcome import Decision, Direction, Outcome
 from mlflow_autoresearch.recipe import Recipe
 from mlflow_autoresearch.research import DUPLICATE_OF, Research, parse_arm
 from mlflow_autoresearch.research._analyst import analyst_for
@@ -59,13 +60,14 @@ MAX_PROPOSAL_FAILURES = 5
 @dataclass
 class LoopResult:
     stop_reason: str
-    trials: int  # trials of this worker (after the baseline)
+    trials: int  # trials of this worker that count against --trials (see Loop.counts)
     best: TrialRecord | None
     outcomes: Counter = field(default_factory=Counter)
     dollars: float = 0.0
     wall_seconds: float = 0.0
     slot_busy_seconds: float = 0.0
     slots: int = 1
+    interrupted: bool = False  # stopped by SIGINT (Ctrl-C): the command exits 130
 
     @property
     def utilization(self) -> float:
@@ -97,12 +99,14 @@ class Loop:
     """One loop process over one experiment.  Build it, then :meth:`run`."""
 
     def __init__(self, recipe: Recipe, settings: Settings, *, store: LineageStore | None = None,
-                 specialist=None, echo: Echo | None = None) -> None:
+                 specialist=None, echo: Echo | None = None, display: Display | None = None,
+                 verbose: bool = False) -> None:
         self.recipe, self.settings = recipe, settings
         if settings.backend not in ("local", "slurm") and not settings.project and not settings.in_process:
             raise UsageError(f"--backend {settings.backend} needs --project: an MLflow project whose `evaluate` entry "
                              "point runs in that backend (for kubernetes, one with docker_env, e.g. docs/cluster)")
         self.echo = echo or (lambda m: logger.info("%s", m))
+        self.display = display or PlainDisplay(self.echo)
         self.uri = tracking_uri(settings.tracking_uri)
         arm = parse_arm(settings.arm)
         self.store = store or MlflowStore(settings.experiment or arm.experiment(recipe.name), self.uri)
@@ -125,7 +129,11 @@ class Loop:
         self.evaluations = Evaluations(
             self.store, recipe, tracking_uri=self.uri, experiment_id=getattr(self.store, "experiment_id", None),
             in_process=settings.in_process or not isinstance(self.store, MlflowStore), backend=settings.backend,
-            backend_config=settings.backend_config, leases=self.leases, project_uri=settings.project)
+            backend_config=settings.backend_config, leases=self.leases, project_uri=settings.project,
+            quiet=not verbose)
+        self.progress = Progress(total=settings.trials, slots=len(self.slots), direction=Direction(recipe.metric.goal),
+                                 counts=self.counts)
+        self._signal: int | None = None
         self._stop: str | None = None
         self._lock = threading.Lock()
         self._dollars = 0.0
@@ -139,9 +147,14 @@ class Loop:
         self._fatal: UsageError | None = None  # a backend refusal that stopped the loop; raised at the end
 
     # ----- budget -----------------------------------------------------------
+    def counts(self, t: TrialRecord) -> bool:
+        """Whether ``t`` counts against ``--trials``: a trial of this worker, not the baseline, not a
+        harness error (its retry counts instead), not a refused duplicate."""
+        return (t.worker == self.settings.worker and t.specialist != BASELINE
+                and t.outcome is not Outcome.HARNESS_ERROR and DUPLICATE_OF not in t.tags)
+
     def _mine(self, lineage: Lineage) -> list[TrialRecord]:
-        return [t for t in lineage.trials if t.worker == self.settings.worker and t.specialist != BASELINE
-                and t.outcome is not Outcome.HARNESS_ERROR and DUPLICATE_OF not in t.tags]
+        return [t for t in lineage.trials if self.counts(t)]
 
     def _budget_reason(self, created: int, start: float) -> str | None:
         s = self.settings
@@ -160,10 +173,12 @@ class Loop:
     def _on_usage(self, usage: Usage) -> None:
         with self._lock:
             self._dollars += usage.cost_usd
+            self.progress.dollars = self._dollars
 
     # ----- pieces -----------------------------------------------------------
     def lineage(self) -> Lineage:
         self._latest = Lineage.load(self.store, self.recipe.metric.goal)
+        self.progress.observe(self._latest)
         return self._latest
 
     def _code(self, run_id: str) -> dict[str, bytes]:
@@ -306,6 +321,7 @@ class Loop:
     def _evaluate(self, trial: TrialRecord, gpu: str | None) -> TrialRecord:
         """On a slot: the evaluator's facts (unless already recorded), then the policy's decision."""
         t0 = time.monotonic()
+        self.progress.busy(+1)
         try:
             record = trial if trial.measured else self.evaluations.run(trial, gpu)
             if record.decision is not None:
@@ -316,6 +332,7 @@ class Loop:
             finally:
                 self.leases.release(record.run_id)
         finally:
+            self.progress.busy(-1)
             with self._lock:
                 self._busy += time.monotonic() - t0
 
@@ -330,24 +347,22 @@ class Loop:
                                   S.LEASE: lease_value(self.owner, self.settings.lease_seconds)})
 
     # ----- progress ---------------------------------------------------------
-    def _report_trial(self, t: TrialRecord, lineage: Lineage | None = None, busy: int = 0, created: int = 0) -> None:
+    def _report_trial(self, t: TrialRecord, lineage: Lineage | None = None) -> None:
         self._outcomes[t.outcome.value if t.outcome else "?"] += 1
+        new_best = self.progress.finished(t)
         # The latest snapshot, not a new sync: this runs on the thread that hands free slots their next trial.
-        lineage = lineage or self._latest or self.lineage()
-        best = lineage.best
-        if t.kept and (best is None or lineage.direction.better(t.score, best.score)):
-            best = t
-        score = "—" if t.score is None else f"{t.score:.4g}"
-        mix = " ".join(f"{k}:{v}" for k, v in sorted(self._outcomes.items()))
-        best_s = f"{best.score:.4g} ({best.short})" if best and best.score is not None else "—"
-        self.research.after_trial(lineage)
-        self.echo(f"[{t.short} {t.specialist}] {t.outcome.value if t.outcome else t.status} {score} → {t.decision}"
-                  f" | trials {created}/{self.settings.trials} | best {best_s} | {mix}"
-                  f" | slots {busy}/{len(self.slots)} busy | ${self._dollars:.2f}")
+        # The status line's best does not depend on it (Progress merges the trials reported since).
+        self.research.after_trial(lineage or self._latest or self.lineage())
+        self.display.trial(trial_line(t, new_best=new_best and t.decision != BASELINE, counted=self.counts(t),
+                                      width=self.display.width), self._status_line)
+
+    def _status_line(self) -> str:
+        return self.progress.status(self.settings.wall_seconds).line(self.display.width)
 
     # ----- the loop ---------------------------------------------------------
     def run(self) -> LoopResult:
         start = time.monotonic()
+        self.progress.start = start
         old = self._install_signals()
         backend_note = {"offline": "offline specialists (deterministic playbook; no ANTHROPIC_API_KEY set)"
                         if self.settings.agent == "auto" else "offline specialists (deterministic playbook)",
@@ -360,6 +375,7 @@ class Loop:
         try:
             if callable(getattr(self.specialist, "check", None)):  # endpoint and credentials, before the baseline
                 self.echo(f"autoresearch: model API: {check_backend(self.settings, self.specialist)}")
+            self.display.start(self._status_line)
             self._ensure_baseline()
             reason = self._main(start)
         finally:
@@ -367,14 +383,18 @@ class Loop:
             self.leases.close()
             self.research.close()
             self._restore_signals(old)
+            self.display.close()
         lineage = self.lineage()
         result = LoopResult(stop_reason=reason, trials=len(self._mine(lineage)), best=lineage.best,
                             outcomes=self._outcomes, dollars=self._dollars, wall_seconds=time.monotonic() - start,
-                            slot_busy_seconds=self._busy, slots=len(self.slots))
+                            slot_busy_seconds=self._busy, slots=len(self.slots),
+                            interrupted=self._signal == signal.SIGINT)
         best = result.best
-        self.echo(f"autoresearch: stopped: {reason}. {result.trials} trials by worker {self.settings.worker!r}; "
-                  f"best {best.short + ' ' + format(best.score, '.5g') if best and best.score is not None else '—'}; "
-                  f"slot utilization {result.utilization:.0%}; ${result.dollars:.2f} spent")
+        self.echo(f"autoresearch: stopped: {reason}.")
+        self.echo(f"autoresearch: {result.trials}/{self.settings.trials} trials by worker {self.settings.worker!r}; "
+                  f"best {best.short + ' ' + fmt_score(best.score) if best and best.score is not None else '—'}; "
+                  f"{fmt_duration(result.wall_seconds)}; slots {result.utilization:.0%} busy; "
+                  f"${result.dollars:.2f} spent")
         self._log_report()
         close_session_run(client, session, result)
         if self._fatal is not None:
@@ -450,14 +470,14 @@ class Loop:
                         if trial.outcome is None:
                             ready.append(trial)
                         else:
-                            self._report_trial(trial, None, len(evaluating), created)
+                            self._report_trial(trial)
                     elif fut in sweeping:
                         gpu, swept = sweeping.pop(fut)
                         free.append(gpu)
                         record = self._sweep_done(fut, swept)
                         if record is not None:
                             created += 1
-                            self._report_trial(record, None, len(evaluating), created)
+                            self._report_trial(record)
                     else:
                         gpu, trial = evaluating.pop(fut)
                         record = self._evaluation_done(fut, trial)
@@ -472,7 +492,7 @@ class Loop:
                             if retry is not None:
                                 self.echo(f"{trial.short}: harness error, not the trial's fault; retrying as {retry.short}")
                                 ready.append(retry)
-                        self._report_trial(record, None, len(evaluating), created)
+                        self._report_trial(record)
                         self._pause = PAUSE_FIRST
 
     def _proposal_done(self, fut: Future, choice: Choice) -> TrialRecord | None:
@@ -524,12 +544,14 @@ class Loop:
 
         self.echo(f"sweep: {self.settings.sweep_points} Optuna points over the knobs of {record.short}")
         t0 = time.monotonic()
+        self.progress.busy(+1)
         try:
             return run_sweep(self.store, self.recipe, record.run_id, points=self.settings.sweep_points,
                              storage=self.settings.sweep_storage, sampler=self.settings.sweep_sampler,
                              seed=self.settings.seed, worker=self.settings.worker,
                              extra_env={"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else None)
         finally:
+            self.progress.busy(-1)
             with self._lock:
                 self._busy += time.monotonic() - t0
 
@@ -562,6 +584,7 @@ class Loop:
             if self._stop:
                 raise KeyboardInterrupt
             self._stop = f"stopped by {signal.Signals(signum).name}"
+            self._signal = signum
             self.echo(f"autoresearch: {self._stop}: finishing cleanly (again to abort); "
                       "the same command resumes the experiment")
             self.evaluations.cancel_all()
@@ -588,6 +611,7 @@ class _Abandoned(Exception):
 
 
 def run_loop(recipe: Recipe, settings: Settings, *, echo: Echo | None = None, store: LineageStore | None = None,
-             specialist=None) -> LoopResult:
+             specialist=None, display: Display | None = None, verbose: bool = False) -> LoopResult:
     """Run the loop to one of its budgets; see :class:`Loop`."""
-    return Loop(recipe, settings, store=store, specialist=specialist, echo=echo).run()
+    return Loop(recipe, settings, store=store, specialist=specialist, echo=echo, display=display,
+                verbose=verbose).run()
