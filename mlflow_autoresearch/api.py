@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import UsageError
+from mlflow_autoresearch.doctor import preflight
 from mlflow_autoresearch.lineage import Lineage, MlflowStore, TrialRecord, query_trial
 from mlflow_autoresearch.recipe import Recipe, load_recipe
 from mlflow_autoresearch.settings import tracking_uri as resolve_uri
@@ -52,6 +53,7 @@ def evaluate_command(
     extra_env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu else None
     if trial_id is None:
         recipe = _recipe(recipe_dir, profile)
+        preflight(recipe, tracking_uri=tracking_uri, experiment=experiment, echo=progress)  # before the store opens
         store = open_store(recipe, experiment, tracking_uri)
         rec = evaluate_folder(store, recipe, code, profile=profile, seeds=seeds, progress=progress)
         _report(rec, progress)
@@ -141,4 +143,8 @@ def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, e
     flags = {k: (None if v == "" else v) for k, v in flags.items()}
     recipe = _recipe(recipe_dir, profile)
     settings = make_settings(profile=profile, experiment=experiment, tracking_uri=tracking_uri, **flags)
+    # Before the store is opened: a setup problem is one line with its fix, and nothing is recorded.
+    preflight(recipe, tracking_uri=settings.tracking_uri, experiment=settings.experiment, agent=settings.agent,
+              provider=settings.provider, base_url=settings.anthropic_base_url, echo=echo,
+              trials_here=settings.in_process or settings.backend == "local")
     run_loop(recipe, settings, echo=echo)

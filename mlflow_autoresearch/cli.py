@@ -171,6 +171,7 @@ def main() -> None:
 # Commands that live beside the feature they drive: name -> "module:click_command".
 BUILTIN_COMMANDS = {
     "init": "mlflow_autoresearch.onboard:init_command",
+    "doctor": "mlflow_autoresearch.doctor:doctor_command",
     "sweep": "mlflow_autoresearch.sweep:sweep_command",
     "report": "mlflow_autoresearch.report:report_command",
     "compare": "mlflow_autoresearch.research._cli:compare_command",
