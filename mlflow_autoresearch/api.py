@@ -41,12 +41,15 @@ def evaluate_command(
     gpu: str | None,
     progress: Callable[[str], None] | None = None,
     facts_only: bool = False,
+    allow_failed_baseline: bool = False,
 ) -> TrialRecord:
     """Score code as a new trial, or (re-)score an existing trial by run id.
 
     The keep decision follows in this process (confirmation seeds included),
     unless ``facts_only``: the loop that submitted this evaluation decides.
-    A confirmation run (kind ``confirm``) is measured and ended.
+    A confirmation run (kind ``confirm``) is measured and ended.  A new
+    baseline that does not pass raises :class:`~mlflow_autoresearch._errors.BaselineFailed`
+    (exit code 1, with its stderr's tail) unless ``allow_failed_baseline``.
     """
     from mlflow_autoresearch.loop._decision import decide_trial, measure_in_process, run_measurement
 
@@ -55,7 +58,8 @@ def evaluate_command(
         recipe = _recipe(recipe_dir, profile)
         preflight(recipe, tracking_uri=tracking_uri, experiment=experiment, echo=progress)  # before the store opens
         store = open_store(recipe, experiment, tracking_uri)
-        rec = evaluate_folder(store, recipe, code, profile=profile, seeds=seeds, progress=progress)
+        rec = evaluate_folder(store, recipe, code, profile=profile, seeds=seeds, progress=progress,
+                              allow_failed_baseline=allow_failed_baseline)
         _report(rec, progress)
         return rec
 

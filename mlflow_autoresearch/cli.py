@@ -72,8 +72,11 @@ tracking_option = click.option("--tracking-uri", default=None,
 @click.option("--gpu", default="", help="Pin the trial to these CUDA devices (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--facts-only", is_flag=True, default=False,
               help="Record the evaluator's facts and stop: the loop that submitted this evaluation decides.")
+@click.option("--allow-failed-baseline", is_flag=True, default=False,
+              help="Keep a baseline that does not pass (exit 0) instead of stopping with its error (exit 1).")
 @handles_errors
-def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only) -> None:
+def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only,
+             allow_failed_baseline) -> None:
     """Score one trial: record CODE (or the recipe's code) as a trial, or re-score --trial.
 
     The keep decision follows: a trial that beats the best is confirmed with paired seeds first.
@@ -82,7 +85,8 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
 
     rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
                            experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
-                           gpu=gpu or None, progress=_echo, facts_only=facts_only)
+                           gpu=gpu or None, progress=_echo, facts_only=facts_only,
+                           allow_failed_baseline=allow_failed_baseline)
     click.echo(rec.run_id)
 
 
@@ -136,6 +140,9 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
               help="An analyst writes a lessons note every K trials; specialists read the latest [default: 0, off].")
 @click.option("--lessons-from", multiple=True, default=None,
               help="Import the lessons and kept changes of this experiment (repeatable).")
+@click.option("--allow-failed-baseline", is_flag=True, default=None,
+              help="Go on when the baseline does not pass (specialists try to repair it) instead of stopping "
+                   "with its error (exit 1).")
 @handles_errors
 def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
     """Run the propose-measure-revise loop on a recipe."""
