@@ -81,7 +81,7 @@ def _trial_path() -> str:
 
 def _hidden_from_trials(path: str) -> str | None:
     """The folder that hides ``path`` from a trial (a hidden home, a private tmp), unless it is bound back in."""
-    from mlflow_autoresearch.evaluator._sandbox import hidden_homes, interpreter_paths, sandbox_identity
+    from mlflow_autoresearch.evaluator._sandbox import hidden_homes, interpreter_paths
     from mlflow_autoresearch.evaluator._supervisor import PRIVATE_TMP
 
     real = os.path.realpath(path)
@@ -91,8 +91,8 @@ def _hidden_from_trials(path: str) -> str | None:
 
     if any(under(p) for p in interpreter_paths()):
         return None
-    hiding = [*hidden_homes(), *PRIVATE_TMP] if sandbox_identity() is not None else list(PRIVATE_TMP)
-    return next((h for h in hiding if under(h)), None)
+    # Both modes cover the homes and make the tmp folders private (where the kernel gives a mount namespace).
+    return next((h for h in (*hidden_homes(), *PRIVATE_TMP) if under(h)), None)
 
 
 def check_commands(recipe: Recipe) -> list[Check]:
@@ -145,10 +145,48 @@ def _command_problem(command: str, recipe: Recipe, files: set[str], field: str) 
     return None
 
 
+def _hidden_paths_in_code(recipe: Recipe) -> list[tuple[str, str, str]]:
+    """(file, path, hiding folder) for each existing absolute path written in the recipe's code that trials never see.
+
+    Only the hidden homes count: a path under /tmp exists for a trial too (its private, writable /tmp).
+    """
+    import ast
+
+    from mlflow_autoresearch._pysource import parse
+    from mlflow_autoresearch.evaluator._sandbox import hidden_homes, interpreter_paths
+
+    homes = [os.path.realpath(h) for h in hidden_homes()]
+    bound = [os.path.realpath(p) for p in interpreter_paths()]
+    found = []
+    for rel in sorted(recipe.own_files()):
+        if not rel.endswith(".py"):
+            continue
+        try:
+            tree = parse((recipe.root / rel).read_bytes(), rel)
+        except (OSError, SyntaxError, ValueError):
+            continue  # the evaluator reports a broken file as the trial's outcome
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str) and 1 < len(node.value) < 1024
+                    and node.value.startswith(("/", "~/")) and "\n" not in node.value):
+                continue
+            path = os.path.realpath(os.path.expanduser(node.value))
+            home = next((h for h in homes if (path + "/").startswith(h + "/") and path != h), None)
+            if home and os.path.exists(path) and not any((path + "/").startswith(b + "/") for b in bound):
+                found.append((rel, node.value, home))
+    return found
+
+
 def check_data(recipe: Recipe) -> Check:
-    """The data a recipe declares is there for trials (or its ``data.prepare`` will make it)."""
+    """The data a recipe declares is there for trials (or its ``data.prepare`` will make it), and its code
+    names no file that trials cannot see."""
     from mlflow_autoresearch.evaluator import _data
 
+    hidden = _hidden_paths_in_code(recipe)
+    if hidden:
+        rel, path, home = hidden[0]
+        return Check("recipe data", False, f"{rel} reads {path}, which lies under {home}: trials never see it",
+                     f"move the data under $AUTORESEARCH_DATA_DIR (default {_data.cache_root()}, which trials read), "
+                     "or into a data/ folder of the recipe declared as data.local, and read it from there")
     if not recipe.data.declared:
         return Check("recipe data", True, "none declared (trials see only the recipe's files)")
     missing = _data.missing(recipe)
@@ -156,10 +194,7 @@ def check_data(recipe: Recipe) -> Check:
         return Check("recipe data", False, f"declared data missing: {', '.join(missing[:3])} "
                      f"(looked in {_data.cache_root()})",
                      f"put it there, set $AUTORESEARCH_DATA_DIR, or add data.prepare to {recipe.yaml_path}")
-    hidden = _hidden_from_trials(str(_data.cache_root()))
-    if hidden and (recipe.data.train or recipe.data.eval):
-        return Check("recipe data", False, f"the dataset cache {_data.cache_root()} lies under {hidden}, "
-                     "which trials never see", "set $AUTORESEARCH_DATA_DIR to a folder under /var/tmp, /srv or /data")
+    # The cache is bound read-only into every trial wherever it lies (even under /tmp): nothing to check there.
     note = f"; missing, data.prepare will make it: {', '.join(missing[:3])}" if missing else ""
     return Check("recipe data", True, f"{_data.cache_root()}{note}")
 

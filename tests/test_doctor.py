@@ -191,3 +191,22 @@ def test_a_crashing_baseline_stops_evaluate_and_run_with_its_stderr(project):
     (project / "train.py").write_text(TOY_TRAIN)  # fixed: the next experiment's baseline passes
     fixed = invoke("evaluate", "--recipe", ".", "--experiment", "fixed")
     assert fixed.exit_code == 0 and ": ok, score 0.5, decision baseline" in fixed.output
+
+
+def test_data_read_from_a_home_trials_never_see_is_refused(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "datasets").mkdir(parents=True)
+    (home / "datasets" / "train.csv").write_text("1,2\n")
+    monkeypatch.setenv("HOME", str(home))  # the evaluator's own home is hidden from every trial
+    train = f'DATA = "{home}/datasets/train.csv"  # the user\'s own copy\nprint(open(DATA).read())\n' + TOY_TRAIN
+    recipe = write_recipe(tmp_path / "toy", TOY_SPEC, {"train.py": train})
+    db = tmp_path / "mlflow.db"
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke("evaluate", "--recipe", str(recipe), "--tracking-uri", f"sqlite:///{db}")
+
+    assert result.exit_code == 2
+    assert f"recipe data: train.py reads {home}/datasets/train.csv, which lies under {home}: trials never see it" \
+        in result.output
+    assert "Fix: move the data under $AUTORESEARCH_DATA_DIR" in result.output
+    assert not db.exists()
