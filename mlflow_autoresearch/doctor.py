@@ -214,7 +214,7 @@ def _store_paths(uri: str, experiment: str | None) -> tuple[Path | None, Path | 
             except sqlite3.Error:
                 pass
         return db, artifacts
-    if uri.startswith("file:") or "://" not in uri:
+    if uri.startswith("file:") or ("://" not in uri and not uri.startswith(("databricks", "uc:"))):
         folder = Path(uri.removeprefix("file://").removeprefix("file:"))
         return folder, folder
     return None, None
@@ -257,6 +257,9 @@ def check_store(recipe_root: Path | None, uri: str, experiment: str | None) -> C
                              f"--tracking-uri sqlite:///{recipe_root.resolve().parent / 'mlflow.db'} (outside it), "
                              f"or add `{entry}` to {recipe_root / IGNORE_FILE}")
     target = store if store.exists() else store.parent
+    if store == artifacts:  # a file store: MLflow makes the folder and its parents
+        while not target.exists() and target != target.parent:
+            target = target.parent
     if not target.is_dir() and not target.is_file():
         return Check("tracking store", False, f"{target} does not exist", "create it or pick another --tracking-uri")
     if not os.access(target, os.W_OK):
