@@ -69,7 +69,8 @@ def check_interpreter() -> Check:
     try:
         check_trial_interpreter()
     except HarnessError as e:
-        cause, _, fix = str(e).partition(" Fix: ")
+        msg = str(e)
+        cause, _, fix = msg.partition(" Fix: ") if " Fix: " in msg else msg.partition("; ")
         return Check("interpreter", False, cause.rstrip("."), fix or "see docs/security.md")
     return Check("interpreter", True, f"{sys.executable} runs inside the sandbox ({sandbox_level()})")
 

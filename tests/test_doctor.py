@@ -60,6 +60,20 @@ def test_an_interpreter_trials_cannot_see_stops_evaluate_before_any_trial(tmp_pa
     assert not db.exists() and not (tmp_path / "store" / "mlruns").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox user is chosen only when the evaluator runs as root")
+def test_a_sandbox_user_that_cannot_run_trials_stops_evaluate_before_any_trial(toy_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_SANDBOX_USER", "no-such-user-here")
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+
+    result = invoke("evaluate", "--recipe", str(toy_recipe), "--tracking-uri", f"sqlite:///{db}")
+
+    assert result.exit_code == 2
+    assert ("interpreter: sandbox user 'no-such-user-here' does not exist. Fix: create it or set "
+            "AUTORESEARCH_SANDBOX_USER") in result.output
+    assert not db.exists() and not (tmp_path / "mlruns").exists()
+
+
 def test_doctor_prints_one_line_per_check_and_exits_2_on_a_problem(toy_recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
