@@ -74,6 +74,15 @@ class ModelUnavailable(HarnessError):
         self.answered = answered
 
 
+class BaselineFailed(AutoresearchError):
+    """The recipe's own code did not pass (crashed, timed out, missed a gate, ...): exit code 1.
+
+    Every later trial would be compared with nothing, so ``run`` and ``evaluate``
+    stop and show why (the tail of its stderr), unless told to keep a failed
+    baseline for the specialists to repair (``--allow-failed-baseline``).
+    """
+
+
 class StoreError(AutoresearchError):
     """The lineage store refused or failed an operation."""
 

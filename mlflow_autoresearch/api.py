@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mlflow_autoresearch import schema as S
 from mlflow_autoresearch._errors import UsageError
+from mlflow_autoresearch.doctor import preflight
 from mlflow_autoresearch.lineage import Lineage, MlflowStore, TrialRecord, match_trial, query_trial, resolve_trial
 from mlflow_autoresearch.recipe import Recipe, load_recipe
 from mlflow_autoresearch.settings import tracking_uri as resolve_uri
@@ -39,20 +40,25 @@ def evaluate_command(
     gpu: str | None,
     progress: Callable[[str], None] | None = None,
     facts_only: bool = False,
+    allow_failed_baseline: bool = False,
 ) -> TrialRecord:
     """Score code as a new trial, or (re-)score an existing trial by run id.
 
     The keep decision follows in this process (confirmation seeds included),
     unless ``facts_only``: the loop that submitted this evaluation decides.
-    A confirmation run (kind ``confirm``) is measured and ended.
+    A confirmation run (kind ``confirm``) is measured and ended.  A new
+    baseline that does not pass raises :class:`~mlflow_autoresearch._errors.BaselineFailed`
+    (exit code 1, with its stderr's tail) unless ``allow_failed_baseline``.
     """
     from mlflow_autoresearch.loop._decision import decide_trial, measure_in_process, run_measurement
 
     extra_env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu else None
     if trial_id is None:
         recipe = _recipe(recipe_dir, profile)
+        preflight(recipe, tracking_uri=tracking_uri, experiment=experiment, echo=progress)  # before the store opens
         store = open_store(recipe, experiment, tracking_uri)
-        rec = evaluate_folder(store, recipe, code, profile=profile, seeds=seeds, progress=progress)
+        rec = evaluate_folder(store, recipe, code, profile=profile, seeds=seeds, progress=progress,
+                              allow_failed_baseline=allow_failed_baseline)
         _report(rec, progress)
         return rec
 
@@ -133,6 +139,10 @@ def run_command(*, recipe_dir, profile, experiment, tracking_uri, flags: dict, e
     flags = {k: (None if v == "" else v) for k, v in flags.items()}
     recipe = _recipe(recipe_dir, profile)
     settings = make_settings(profile=profile, experiment=experiment, tracking_uri=tracking_uri, **flags)
+    # Before the store is opened: a setup problem is one line with its fix, and nothing is recorded.
+    preflight(recipe, tracking_uri=settings.tracking_uri, experiment=settings.experiment, agent=settings.agent,
+              provider=settings.provider, base_url=settings.anthropic_base_url, echo=echo,
+              trials_here=settings.in_process or settings.backend == "local")
     display = make_display(echo)
     per_seed = logging.getLogger("mlflow_autoresearch.evaluator")  # "seed 1/2: training" for every trial
     level = per_seed.level

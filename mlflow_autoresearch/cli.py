@@ -105,8 +105,11 @@ tracking_option = click.option("--tracking-uri", default=None,
 @click.option("--quiet", is_flag=True, default=False, envvar="AUTORESEARCH_QUIET",
               help="Print only warnings and errors, not the progress and the run id (the loop sets "
                    "AUTORESEARCH_QUIET=1 for the evaluations it submits, unless -v).")
+@click.option("--allow-failed-baseline", is_flag=True, default=False,
+              help="Keep a baseline that does not pass (exit 0) instead of stopping with its error (exit 1).")
 @handles_errors
-def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only, quiet) -> None:
+def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seeds, gpu, facts_only, quiet,
+             allow_failed_baseline) -> None:
     """Score one trial: record CODE (or the recipe's code) as a trial, or re-score --trial.
 
     The keep decision follows: a trial that beats the best is confirmed with paired seeds first.
@@ -117,7 +120,8 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
         logging.getLogger("mlflow_autoresearch").setLevel(logging.WARNING)
     rec = evaluate_command(recipe_dir=recipe_dir, code=code, trial_id=trial_id or None, profile=profile or None,
                            experiment=experiment or None, tracking_uri=tracking_uri, seeds=seeds or None,
-                           gpu=gpu or None, progress=_silent if quiet else _echo, facts_only=facts_only)
+                           gpu=gpu or None, progress=_silent if quiet else _echo, facts_only=facts_only,
+                           allow_failed_baseline=allow_failed_baseline)
     if not quiet:
         click.echo(rec.run_id)
 
@@ -179,6 +183,9 @@ def evaluate(recipe_dir, code, trial_id, profile, experiment, tracking_uri, seed
               help="An analyst writes a lessons note every K trials; specialists read the latest [default: 0, off].")
 @click.option("--lessons-from", multiple=True, default=None,
               help="Import the lessons and kept changes of this experiment (repeatable).")
+@click.option("--allow-failed-baseline", is_flag=True, default=None,
+              help="Go on when the baseline does not pass (specialists try to repair it) instead of stopping "
+                   "with its error (exit 1).")
 @handles_errors
 def run(recipe_dir, profile, experiment, tracking_uri, **flags) -> None:
     """Run the propose-measure-revise loop on a recipe.
@@ -259,6 +266,7 @@ def main() -> None:
 # Commands that live beside the feature they drive: name -> "module:click_command".
 BUILTIN_COMMANDS = {
     "init": "mlflow_autoresearch.onboard:init_command",
+    "doctor": "mlflow_autoresearch.doctor:doctor_command",
     "sweep": "mlflow_autoresearch.sweep:sweep_command",
     "report": "mlflow_autoresearch.report:report_command",
     "compare": "mlflow_autoresearch.research._cli:compare_command",

@@ -20,7 +20,6 @@ functions of files and text.
 
 from __future__ import annotations
 
-import ast
 import logging
 import math
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 import click
 
 from mlflow_autoresearch._errors import UsageError
+from mlflow_autoresearch._pysource import local_imports
 
 logger = logging.getLogger(__name__)
 
@@ -100,63 +100,6 @@ def entry_script(command: str, folder: Path) -> str | None:
                 if (folder / cand).is_file():
                     return cand
     return None
-
-
-def local_imports(folder: Path, entry: str) -> list[str]:
-    """``entry`` and every ``.py`` file of ``folder`` it imports, directly or not (sorted, relative)."""
-    folder = folder.resolve()
-    seen: set[str] = set()
-    todo = [entry]
-    while todo:
-        rel = todo.pop()
-        if rel in seen:
-            continue
-        seen.add(rel)
-        path = folder / rel
-        try:
-            tree = ast.parse(path.read_text(errors="replace"), filename=rel)
-        except SyntaxError:
-            continue
-        base = PathParts(rel)
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                pkg = base.package(node.level) if node.level else ""
-                mod = ".".join(p for p in (pkg, node.module or "") if p)
-                names = [mod] + [f"{mod}.{a.name}" if mod else a.name for a in node.names]
-            for name in names:
-                for cand in _module_files(folder, name):
-                    if cand not in seen:
-                        todo.append(cand)
-    return sorted(seen)
-
-
-class PathParts:
-    def __init__(self, rel: str) -> None:
-        self.parts = Path(rel).parent.parts
-
-    def package(self, level: int) -> str:
-        keep = len(self.parts) - (level - 1)
-        return ".".join(self.parts[: max(0, keep)])
-
-
-def _module_files(folder: Path, dotted: str) -> list[str]:
-    if not dotted:
-        return []
-    rel = dotted.replace(".", "/")
-    found = []
-    for cand in (f"{rel}.py", f"{rel}/__init__.py"):
-        if (folder / cand).is_file():
-            found.append(cand)
-    # `import pkg.mod` also runs pkg/__init__.py
-    parts = dotted.split(".")
-    for i in range(1, len(parts)):
-        init = "/".join(parts[:i]) + "/__init__.py"
-        if (folder / init).is_file():
-            found.append(init)
-    return found
 
 
 def _slug(label: str) -> str:
@@ -468,6 +411,11 @@ def onboard(folder: Path, a: Answers, *, interactive: bool, run: bool, force: bo
             p = folder / rel
             if not p.is_file() or p.is_symlink():
                 raise UsageError(f"{flag} {rel}: not a regular file in {folder}")
+
+    if run:  # the machine can start trials at all (interpreter, disk): one line with the fix, nothing written
+        from mlflow_autoresearch.doctor import preflight
+
+        preflight(None, store=False, echo=say)
 
     # dry run: the metric and the time limit come from what the command prints and takes
     regex = {a.metric: a.metric_regex} if a.metric and a.metric_regex else {}

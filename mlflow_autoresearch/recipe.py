@@ -41,8 +41,10 @@ IGNORED_PARTS = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", "data", 
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 # What the integrity check of the recipe folder never looks at, unless the folder's
 # .autoresearchignore says otherwise (one glob a line; `!pattern` takes a default back).
+# A file the recipe names (editable, protected) or a .py file they import is never ignored: the recipe wins.
 DEFAULT_IGNORES = ("*.log", "mlflow.db", "mlflow.db-*", "mlruns/", "__pycache__/", "*.pyc", "wandb/", "outputs/",
-                   "checkpoints/", "*.ckpt", ".git/", ".ipynb_checkpoints/", IGNORE_FILE)
+                   "checkpoints/", "*.ckpt", "*.pt", "*.pth", "optuna.db", "optuna.db-*", ".git/",
+                   ".ipynb_checkpoints/", IGNORE_FILE)
 PKG_PREFIX = "pkg:"  # a data.eval entry naming a file inside an installed Python package
 
 
@@ -332,8 +334,25 @@ class Recipe(_Model):
         trip the integrity check either.
         """
         found, _ = self.files_in(self.root, ignores=ignore_patterns(self.root))
-        found.update(rel for rel in (*self.editable, *self.protected) if (self.root / rel).is_file())
+        found.update(self.own_files())
         yield from sorted(found)
+
+    def own_files(self) -> set[str]:
+        """The files the recipe itself names (editable, protected) and the local ``.py`` files they import.
+
+        No ignore glob ever takes one of these out of a snapshot or out of the
+        integrity check: where a pattern of :func:`ignore_patterns` matches one,
+        the recipe wins.
+        """
+        from mlflow_autoresearch._pysource import local_imports
+
+        named = [rel for rel in (*self.editable, *self.protected) if (self.root / rel).is_file()]
+        own = set(named)
+        for rel in named:
+            if rel.endswith(".py"):
+                own.update(r for r in local_imports(self.root, rel)
+                           if in_snapshot(r) and (self.root / r).is_file() and not (self.root / r).is_symlink())
+        return own
 
     def files_in(self, folder: Path, ignores: tuple[str, ...] | None = None) -> tuple[set[str], set[str]]:
         """(regular files, symbolic links) of ``folder`` that could be trial code, as relative paths.
@@ -350,7 +369,7 @@ class Recipe(_Model):
             keep = []
             for d in dirnames:
                 rel = d if base == "." else f"{base}/{d}"
-                if PurePosixPath(rel).parts in local or _ignored(rel, True, ignores) or not in_snapshot(rel + "/x"):
+                if PurePosixPath(rel).parts in local or is_ignored(rel, True, ignores) or not in_snapshot(rel + "/x"):
                     continue
                 if os.path.islink(os.path.join(dirpath, d)):
                     links.add(rel)
@@ -360,7 +379,7 @@ class Recipe(_Model):
             for f in filenames:
                 rel = f if base == "." else f"{base}/{f}"
                 full = os.path.join(dirpath, f)
-                if not in_snapshot(rel) or _ignored(rel, False, ignores):
+                if not in_snapshot(rel) or is_ignored(rel, False, ignores):
                     continue
                 if os.path.islink(full):
                     links.add(rel)
@@ -421,7 +440,8 @@ def default_ignore_text() -> str:
             + "".join(f"{p}\n" for p in DEFAULT_IGNORES if p != IGNORE_FILE))
 
 
-def _ignored(rel: str, is_dir: bool, patterns: tuple[str, ...]) -> bool:
+def is_ignored(rel: str, is_dir: bool, patterns: tuple[str, ...]) -> bool:
+    """Whether a glob of ``patterns`` (see :func:`ignore_patterns`) matches ``rel``, a path of the folder."""
     name = rel.rsplit("/", 1)[-1]
     for pat in patterns:
         if pat.endswith("/"):

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     arm: str = Field(default="default", pattern=r"^(default|lineage-off|generalist|generic(:\d{1,3})?)$",
                      description="ablation arm: default, lineage-off, generalist or generic:N")
     lessons_every: int = Field(default=0, ge=0, description="an analyst writes a lessons note every K trials (0: never)")
+    allow_failed_baseline: bool = Field(default=False, description="keep a baseline that does not pass (outcome not "
+                                         "ok) and let specialists repair it, instead of stopping with its error")
     lessons_from: tuple[str, ...] = Field(default=(), description="experiments whose lessons and kept changes to import")
 
 

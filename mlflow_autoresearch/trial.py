@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow_autoresearch import schema as S
-from mlflow_autoresearch._errors import HarnessError, RecipeError, StoreError
+from mlflow_autoresearch._errors import BaselineFailed, HarnessError, RecipeError, StoreError
 from mlflow_autoresearch._untrusted import one_line, quote
 from mlflow_autoresearch.evaluator import Evaluation, evaluate_code
 from mlflow_autoresearch.evaluator._core import Progress, watchdog_seconds
@@ -227,6 +227,28 @@ def record_evaluation(store: LineageStore, trial: TrialRecord, evaluation: Evalu
                                status=status, step_metrics=steps)
 
 
+STDERR_TAIL_LINES = 20
+
+
+def failed_baseline(store: LineageStore, base: TrialRecord, *, recorded: bool = True) -> BaselineFailed:
+    """The error for a baseline that did not pass: its outcome, its reason, the tail of its stderr, the fix."""
+    try:
+        facts = json.loads(store.read_artifact(base.run_id, S.FEEDBACK_JSON) or "{}")
+    except ValueError:
+        facts = {}
+    tail = "\n".join(str(facts.get("error_tail") or "").splitlines()[-STDERR_TAIL_LINES:])
+    reason = one_line(base.tags.get(S.OUTCOME_REASON, "") or str(facts.get("reason", "")), 600)
+    outcome = base.outcome.value if base.outcome else base.status
+    lines = [f"the baseline {base.short} (the recipe's own code) did not pass: {outcome}: {reason}"]
+    if tail:
+        lines += [f"last lines of its stderr (all of it: logs/ of run {base.run_id}):",
+                  *("  | " + ln for ln in tail.splitlines())]
+    lines.append("Fix the recipe (its command, its code) and run again"
+                 + (" (this baseline was discarded; the next run scores a fresh one)" if recorded else "")
+                 + ", or pass --allow-failed-baseline to let specialists try to repair it.")
+    return BaselineFailed("\n".join(lines))
+
+
 def recipe_of(trial: TrialRecord) -> Recipe:
     """The trusted recipe of a trial: from the folder named on the run (never from its code)."""
     folder = trial.tags.get(S.RECIPE_DIR)
@@ -246,10 +268,15 @@ def evaluate_folder(
     profile: str | None = None,
     seeds: int | None = None,
     progress: Progress | None = None,
+    allow_failed_baseline: bool = False,
 ) -> TrialRecord:
     """``autoresearch evaluate``: record ``code`` (default: the recipe's own) as a trial and score it.
 
     The recipe's own code becomes the baseline when the experiment has none.
+
+    Raises:
+        BaselineFailed: that baseline did not pass (outcome not ``ok``), unless ``allow_failed_baseline``;
+            it is recorded and discarded, so a later run scores the fixed recipe afresh.
     """
     files = recipe_files(recipe)
     if code is not None:
@@ -267,4 +294,11 @@ def evaluate_folder(
                              hypothesis=f"manual submission from {code or recipe.root}", backend="none")
     from mlflow_autoresearch.loop._decision import evaluate_and_decide
 
-    return evaluate_and_decide(store, trial.run_id, recipe=recipe, seeds=seeds, progress=progress)
+    rec = evaluate_and_decide(store, trial.run_id, recipe=recipe, seeds=seeds, progress=progress,
+                              allow_failed_baseline=allow_failed_baseline)
+    if base is None and rec.outcome is not Outcome.OK and not allow_failed_baseline:
+        if progress:
+            progress(f"{rec.name}: {rec.outcome.value if rec.outcome else rec.status}, decision {rec.decision} "
+                     f"(run {rec.run_id})")
+        raise failed_baseline(store, rec)
+    return rec

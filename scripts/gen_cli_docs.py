@@ -30,7 +30,13 @@ do not edit by hand (the test suite checks this page is current).
 Every command reads the tracking store from `--tracking-uri`, else
 `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder.
 Bad input (a recipe, a flag) ends with one line on stderr and exit code 2,
-before anything is written to the store.
+before anything is written to the store. So does a setup problem: `run`,
+`evaluate` and `init` first run the cheap checks of `autoresearch doctor`
+(the interpreter and the recipe's commands and data as trials see them, the
+store and its artifacts outside the recipe folder or ignored by it, the model
+credentials, free disk), each problem one line with its fix. A baseline that
+does not pass stops `run` and `evaluate` with exit code 1 and the tail of its
+stderr, unless `--allow-failed-baseline` is given.
 
 A trial is named the same way in every command that takes `--trial`
 (`evaluate`, `lineage`, `sweep`, `confirm`): `t0007` (its number in the

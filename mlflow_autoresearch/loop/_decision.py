@@ -60,7 +60,13 @@ def acceptance_for(recipe: Recipe, lineage: Lineage, incumbent: TrialRecord | No
 
 
 def _verdict(store: LineageStore, recipe: Recipe, trial: TrialRecord, lineage: Lineage,
-             measurer: Measurer | None) -> tuple[Verdict, TrialRecord | None]:
+             measurer: Measurer | None, allow_failed_baseline: bool = True) -> tuple[Verdict, TrialRecord | None]:
+    if trial.specialist == BASELINE and trial.outcome is not Outcome.OK and not allow_failed_baseline:
+        # Not the baseline: the next run (after the recipe is fixed) scores a fresh one.
+        why = trial.tags.get(S.OUTCOME_REASON, "")
+        return Verdict(Decision.DISCARD, f"the recipe's own code did not pass ({trial.outcome.value if trial.outcome else '?'}"
+                       f": {why}); fix the recipe and run again, or pass --allow-failed-baseline to keep it as the "
+                       "baseline for specialists to repair", Evidence("baseline", lineage.scale.kind)), None
     if trial.specialist == BASELINE:
         return Verdict(Decision.BASELINE, "the recipe's own code: the reference every trial is compared with",
                        Evidence("baseline", lineage.scale.kind)), None
@@ -83,9 +89,11 @@ def _verdict(store: LineageStore, recipe: Recipe, trial: TrialRecord, lineage: L
 
 
 def decide_trial(store: LineageStore, recipe: Recipe, trial: TrialRecord, *, measurer: Measurer | None = None,
-                 echo: Callable[[str], None] | None = None) -> TrialRecord:
+                 echo: Callable[[str], None] | None = None, allow_failed_baseline: bool = True) -> TrialRecord:
     """Decide keep or discard for a measured trial (confirming it first when it looks better); record it.
 
+    A baseline that did not pass stays the baseline only with ``allow_failed_baseline``;
+    else it is discarded, so that the next run scores the fixed recipe afresh.
     Idempotent on a trial that already has a decision (returns it as it is).
     """
     trial = store.get(trial.run_id)
@@ -94,7 +102,7 @@ def decide_trial(store: LineageStore, recipe: Recipe, trial: TrialRecord, *, mea
     # The candidate's own seeds count for the noise model; undecided, it cannot be the incumbent.
     lineage = Lineage(store.trials(), recipe.metric.goal, recipe.acceptance.scale)
     t0 = time.monotonic()
-    verdict, incumbent = _verdict(store, recipe, trial, lineage, measurer)
+    verdict, incumbent = _verdict(store, recipe, trial, lineage, measurer, allow_failed_baseline)
     cost = {"confirm_seconds": time.monotonic() - t0, "confirm_runs": float(verdict.evidence.confirm_runs)} \
         if verdict.evidence.pairs else {}
     record = _record(store, trial, verdict, lineage, cost)
@@ -175,10 +183,11 @@ def run_measurement(store: LineageStore, recipe: Recipe, run_id: str, of: TrialR
 
 
 def evaluate_and_decide(store: LineageStore, run_id: str, *, recipe: Recipe, seeds: int | None = None,
-                        extra_env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None
-                        ) -> TrialRecord:
+                        extra_env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
+                        allow_failed_baseline: bool = True) -> TrialRecord:
     """Evaluate a RUNNING trial here, then decide it here (confirmation seeds run in this process too)."""
     from mlflow_autoresearch.trial import evaluate_trial
 
     record = evaluate_trial(store, run_id, recipe=recipe, seeds=seeds, extra_env=extra_env, progress=progress)
-    return decide_trial(store, recipe, record, measurer=measure_in_process(store, recipe, extra_env), echo=progress)
+    return decide_trial(store, recipe, record, measurer=measure_in_process(store, recipe, extra_env), echo=progress,
+                        allow_failed_baseline=allow_failed_baseline)

@@ -47,7 +47,7 @@ from mlflow_autoresearch.specialists import (
     resolve_agent,
     roster,
 )
-from mlflow_autoresearch.trial import BASELINE, create_trial, make_patch, recipe_files
+from mlflow_autoresearch.trial import BASELINE, create_trial, failed_baseline, make_patch, recipe_files
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,20 @@ class Loop:
         return cached
 
     def _ensure_baseline(self) -> TrialRecord:
+        """The experiment's baseline, scored here when there is none.
+
+        Raises:
+            BaselineFailed: it did not pass, and the settings do not allow a failed baseline.
+        """
+        base = self._baseline()
+        if base.outcome is not Outcome.OK:
+            if not self.settings.allow_failed_baseline:
+                raise failed_baseline(self.store, base, recorded=base.decision != Decision.BASELINE.value)
+            self.echo(f"warning: the baseline itself is {base.outcome.value if base.outcome else base.status}: "
+                      f"{base.tags.get(S.OUTCOME_REASON, '')}. Specialists will try to repair it.")
+        return base
+
+    def _baseline(self) -> TrialRecord:
         lineage = self.lineage()
         base = lineage.baseline
         if base is not None and base.finished:
@@ -201,7 +215,10 @@ class Loop:
             return self._evaluate(base, self.slots[0])  # a loop stopped between its facts and its decision
         if (resumed := self._resume_baseline(base)) is not None:
             return resumed
-        if base is None and self.store.claim("baseline", self.owner):
+        # A failed baseline that was discarded is followed by a fresh one: one claim per attempt.
+        failed = [t for t in lineage.trials if t.specialist == BASELINE and t.decision == Decision.DISCARD.value]
+        key = f"baseline/after/{failed[-1].run_id}" if failed else "baseline"
+        if base is None and self.store.claim(key, self.owner):
             self.echo("baseline: scoring the recipe's own code "
                       f"({self.recipe.seeds} seed(s); this also measures the noise floor)")
             trial = create_trial(self.store, self.recipe, recipe_files(self.recipe), specialist=BASELINE,
@@ -210,16 +227,17 @@ class Loop:
                                  tags={S.LEASE: lease_value(self.owner, self.settings.lease_seconds)})
             base = self._evaluate(trial, self.slots[0])
             self._report_trial(base, lineage)
-            if base.outcome is not Outcome.OK:
-                self.echo(f"warning: the baseline itself is {base.outcome.value}: {base.reason}. "
-                          "Specialists will try to repair it.")
             return base
         self.echo("waiting for the baseline another loop is scoring …")
         while True:  # another loop holds the baseline claim
             time.sleep(2)
-            base = self.lineage().baseline
+            lineage = self.lineage()
+            base = lineage.baseline
             if base is not None and base.finished:
                 return base
+            ended = [t for t in lineage.trials if t.specialist == BASELINE and t.decision == Decision.DISCARD.value]
+            if len(ended) > len(failed):  # that loop's baseline did not pass
+                return ended[-1]
             if (resumed := self._resume_baseline(base)) is not None:
                 return resumed
             if self._stop:
@@ -328,7 +346,8 @@ class Loop:
                 return record
             self.leases.hold(record.run_id)  # confirmation seeds run on this slot, under this loop's lease
             try:
-                return self.policy.decide(self.store, self.recipe, record, self.evaluations.measurer(gpu), self.echo)
+                return self.policy.decide(self.store, self.recipe, record, self.evaluations.measurer(gpu), self.echo,
+                                          allow_failed_baseline=self.settings.allow_failed_baseline)
             finally:
                 self.leases.release(record.run_id)
         finally:

@@ -46,11 +46,13 @@ class Policy:
         self._last_role: str | None = None
 
     @staticmethod
-    def decide(store, recipe, trial: TrialRecord, measurer=None, echo=None) -> TrialRecord:
+    def decide(store, recipe, trial: TrialRecord, measurer=None, echo=None,
+               allow_failed_baseline: bool = True) -> TrialRecord:
         """Keep or discard a measured trial, confirming it first when it looks better; recorded on the run."""
         from mlflow_autoresearch.loop._decision import decide_trial
 
-        return decide_trial(store, recipe, trial, measurer=measurer, echo=echo)
+        return decide_trial(store, recipe, trial, measurer=measurer, echo=echo,
+                            allow_failed_baseline=allow_failed_baseline)
 
     def choose(self, lineage: Lineage) -> Choice:
         with self._lock:
