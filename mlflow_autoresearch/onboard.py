@@ -20,6 +20,7 @@ functions of files and text.
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
 import re
