@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import sys
@@ -47,6 +48,8 @@ from bench._common import InstantSpecialist, Timer, median, noop_recipe, populat
 
 TARGET_S = 1.0  # issue 9: under 1 s per trial at 10,000 trials
 
+
+_FINISHED = re.compile(r"t\d{4,} (keep|discard|baseline) ")
 
 def _bench_loop_class():
     from mlflow_autoresearch.loop import Loop
@@ -128,7 +131,7 @@ def _measure(tracking_uri: str, db: Path, n: int, iterations: int, artifact_root
     cpu: list[float] = []
 
     def echo(msg: str) -> None:
-        if msg.startswith("[t"):
+        if _FINISHED.match(msg):  # one line per finished trial (loop/_progress.py: trial_line)
             stamps.append(time.perf_counter())
             ru = resource.getrusage(resource.RUSAGE_SELF)
             cpu.append(ru.ru_utime + ru.ru_stime)

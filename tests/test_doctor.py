@@ -119,7 +119,7 @@ def test_init_then_run_in_the_project_folder_with_the_default_store(project):
     result = invoke("run", "--recipe", ".", "--trials", "1", "--agent", "offline", "--in-process")
 
     assert result.exit_code == 0, result.output
-    assert "[t0000 baseline] ok 0.5 → baseline" in result.output
+    assert "t0000 baseline ok 0.5 · baseline" in result.output
     assert "protected_violation" not in result.output
     assert (project / "mlflow.db").is_file()  # ./mlflow.db and ./mlruns/ in the folder are ignored by default
 
@@ -193,7 +193,7 @@ def test_a_crashing_baseline_stops_evaluate_and_run_with_its_stderr(project):
 
     run = invoke("run", "--recipe", ".", "--trials", "3", "--agent", "offline", "--in-process")
     assert run.exit_code == 1
-    assert "[t0001 baseline] crashed — → discard" in run.output  # a fresh baseline: the first was discarded
+    assert "t0001 discard crashed · baseline" in run.output  # a fresh baseline: the first was discarded
     assert "  | boom: data/train.csv not found" in run.output
     assert "architecture]" not in run.output and "systems]" not in run.output  # no specialist trial was made
 

@@ -126,7 +126,7 @@ def test_first_request_carries_cache_markers_steering_and_lineage(recipe, store)
 
     turn = first.messages[0]["content"][0]["text"]
     assert "## Steering note from the user (follow it)\nTry halving SCORE before anything else." in turn
-    assert "### Leaderboard (kept trials, best first" in turn and "| 1 | t0000 |" in turn
+    assert "### Leaderboard (kept trials, best first" in turn and "| 1 | t0000 " in turn
     assert "### Near misses not yet repaired" in turn and "### Your (optimization) last trials" in turn
     assert "baseline feedback 4242" in turn and "(ok, score 0.5)" in turn
     assert "Your last 3 trials moved the score less than the noise." in turn
@@ -250,7 +250,7 @@ def test_max_turns_reached_is_an_invalid_proposal(recipe, store):
         proposal = claude(server, max_turns=3).propose(make_ctx(recipe, store))
     assert proposal.invalid_reason == "max turns (3) reached without a submit"
     assert len(server.requests) == 3 and proposal.usage.calls == 3
-    assert "| 1 | t0000 |" in server.requests[1].tool_results()[0]["content"]
+    assert "| 1 | t0000 " in server.requests[1].tool_results()[0]["content"]
     assert "baseline feedback 4242" in server.requests[2].tool_results()[0]["content"]
     assert json.loads(proposal.transcript)["stop"] == "max turns"
 
