@@ -54,17 +54,22 @@ def _number(node: ast.expr) -> float | None:
     return None
 
 
+def _parsed(source: bytes, file: str) -> tuple[ast.Module, str]:
+    """The tree and text of ``source``; a file that does not parse is a :class:`UsageError`."""
+    try:
+        tree = parse(source, file)
+    except SyntaxError as e:
+        raise UsageError(f"{file} does not parse (line {e.lineno}: {e.msg}); knobs cannot be checked") from None
+    return tree, source.decode("utf-8", errors="replace")
+
+
 def find_sites(source: bytes, file: str) -> dict[str, list[Site]]:
     """Every module-level (re)binding of a plain name in ``source``, by name.
 
     Raises:
         UsageError: the file does not parse.
     """
-    try:
-        tree = parse(source, file)
-    except SyntaxError as e:
-        raise UsageError(f"{file} does not parse (line {e.lineno}: {e.msg}); knobs cannot be checked") from None
-    text = source.decode("utf-8", errors="replace")
+    tree, text = _parsed(source, file)
     sites: dict[str, list[Site]] = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign):
@@ -111,11 +116,7 @@ def find_flag_sites(source: bytes, file: str) -> dict[str, list[Site]]:
     Raises:
         UsageError: the file does not parse.
     """
-    try:
-        tree = parse(source, file)
-    except SyntaxError as e:
-        raise UsageError(f"{file} does not parse (line {e.lineno}: {e.msg}); knobs cannot be checked") from None
-    text = source.decode("utf-8", errors="replace")
+    tree, text = _parsed(source, file)
     sites: dict[str, list[Site]] = {}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
